@@ -1,0 +1,162 @@
+"""The query API the national portal pulls from: scores, rankings, drill-down."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.api.queries import (
+    FLAG_CONDITIONS,
+    counters_view,
+    dossiers_behind,
+    policies_in_force,
+    scorecard_for,
+    subtree_counts,
+    unit_counts,
+)
+from shared.auth import Principal, reader
+from shared.db.raw import driver_connection
+from shared.problems import Problem
+from shared.runtime import Runtime
+from shared.statuses import STATUS_NAMES_VI
+from shared.timeutil import VIETNAM, BadPeriod, Period, current_period, parse_period, utcnow
+
+router = APIRouter(tags=["scores"])
+Layout = Literal["portal", "decision"]
+
+
+def _period(value: str | None) -> Period:
+    try:
+        return parse_period(value or current_period(utcnow()))
+    except BadPeriod as exc:
+        raise Problem(400, "bad_period", str(exc)) from exc
+
+
+def _unit(runtime: Runtime, code: str):
+    unit = runtime.units.get(code)
+    if unit is None:
+        raise Problem(404, "unknown_unit", f"unit {code!r} is not in the unit tree")
+    return unit
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except ValueError as exc:
+        raise Problem(400, "bad_cursor", "cursor is not one this API returned") from exc
+
+
+@router.get("/v1/scores/{unit_code}", summary="Real-time QĐ 766 scores of a unit (its subtree for a parent)")
+async def get_scores(
+    request: Request,
+    unit_code: str,
+    period: str | None = Query(None, description="2026-08, 2026-Q3 or 2026 (Vietnam time); default: this month"),
+    layout: Layout = Query("portal", description="portal: six groups; decision: the decision's five"),
+    _: Principal = Depends(reader),
+):
+    runtime: Runtime = request.app.state.runtime
+    unit = _unit(runtime, unit_code)
+    chosen = _period(period)
+    subtree = runtime.units.subtree(unit.code)
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        per_unit = await unit_counts(apg, subtree, chosen.key)
+    counts = subtree_counts(runtime.units, unit.code, per_unit)
+    card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, layout)
+    return {
+        "unit": unit.as_dict(),
+        "period": chosen.key,
+        "as_of": utcnow().astimezone(VIETNAM).isoformat(timespec="seconds"),
+        **card.as_dict(),
+        "counters": counters_view(counts, runtime.calendar.seconds_per_day),
+        "policies": policies_in_force(runtime.settings),
+    }
+
+
+@router.get("/v1/scores", summary="League table: the units under a parent with group and total scores")
+async def list_scores(
+    request: Request,
+    parent: str = Query(..., description="the parent unit, e.g. H44"),
+    period: str | None = Query(None),
+    level: str | None = Query(None, description="only descendants at this level; default: direct children"),
+    sort: str = Query("-total", description="total, a group code (TDGQ…) or code; '-' for descending"),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None),
+    _: Principal = Depends(reader),
+):
+    runtime: Runtime = request.app.state.runtime
+    _unit(runtime, parent)
+    chosen = _period(period)
+    tree = runtime.units
+    if level:
+        members = tree.descendants(parent, level.upper())
+    else:
+        members = list(tree.children.get(parent, []))
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        per_unit = await unit_counts(apg, tree.subtree(parent), chosen.key)
+    rows = []
+    for code in members:
+        counts = subtree_counts(tree, code, per_unit)
+        card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal")
+        rows.append(
+            {
+                "unit": tree.units[code].as_dict(),
+                "total": card.total,
+                "rating": card.rating,
+                "groups": {g["code"]: g["score"] for g in card.groups},
+                "received": counts.get("received", 0),
+            }
+        )
+    descending = sort.startswith("-")
+    key_name = sort.lstrip("-+")
+    if key_name == "total":
+        key = lambda r: (r["total"], r["unit"]["code"])  # noqa: E731
+    elif key_name == "code":
+        key = lambda r: r["unit"]["code"]  # noqa: E731
+    elif key_name.upper() in {"CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL"}:
+        key = lambda r: (r["groups"][key_name.upper()], r["unit"]["code"])  # noqa: E731
+    else:
+        raise Problem(400, "bad_sort", "sort by total, code or a group code (CKMB, TDGQ, CLGQ, TTTT, MDSH, MDHL)")
+    rows.sort(key=key, reverse=descending)
+    start = int(_decode_cursor(cursor) or 0)
+    page = rows[start : start + limit]
+    for rank, row in enumerate(page, start=start + 1):
+        row["rank"] = rank
+    next_cursor = _encode_cursor(str(start + limit)) if start + limit < len(rows) else None
+    return {"parent": parent, "period": chosen.key, "items": page, "next_cursor": next_cursor, "count": len(rows)}
+
+
+@router.get("/v1/units/{unit_code}/dossiers", summary="Drill-down: the dossiers behind a penalty")
+async def list_dossiers(
+    request: Request,
+    unit_code: str,
+    period: str | None = Query(None),
+    flag: str = Query("overdue", description="overdue, two_plus_supplements, overdue_step, open_overdue, not_online"),
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = Query(None),
+    _: Principal = Depends(reader),
+):
+    runtime: Runtime = request.app.state.runtime
+    unit = _unit(runtime, unit_code)
+    chosen = _period(period)
+    if flag not in FLAG_CONDITIONS:
+        raise Problem(400, "bad_flag", f"flag must be one of {', '.join(FLAG_CONDITIONS)}")
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        items = await dossiers_behind(
+            apg, runtime.units.subtree(unit.code), chosen, flag, now=utcnow(),
+            after=_decode_cursor(cursor), limit=limit,
+        )
+    for item in items:
+        item["status_name"] = STATUS_NAMES_VI.get(item["status"])
+    next_cursor = _encode_cursor(items[-1]["dossier_code"]) if len(items) == limit else None
+    return {"unit": unit.code, "period": chosen.key, "flag": flag, "items": items, "next_cursor": next_cursor}

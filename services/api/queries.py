@@ -1,0 +1,131 @@
+"""Read side: scores from maintained counters (never by scanning dossiers), drill-down from dossiers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+
+import asyncpg
+
+from services.indicators.rules.counters import ALL_PROCEDURES
+from services.indicators.rules.scoring import CounterView, ScoreCard, build_scorecard, dossier_measures
+from shared.settings import Settings
+from shared.timeutil import Period
+from shared.units import UnitTree
+
+
+async def unit_counts(conn: asyncpg.Connection, units: Iterable[str], period: str) -> dict[str, dict[str, int]]:
+    """All-procedure counters of each unit (its own dossiers only) for one period."""
+    rows = await conn.fetch(
+        """SELECT unit_code, metric, value FROM counters
+           WHERE unit_code = ANY($1::text[]) AND period = $2 AND procedure_code = $3 AND value <> 0""",
+        list(units),
+        period,
+        ALL_PROCEDURES,
+    )
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        out[row["unit_code"]][row["metric"]] = row["value"]
+    return out
+
+
+def subtree_counts(tree: UnitTree, code: str, per_unit: dict[str, dict[str, int]]) -> dict[str, int]:
+    """A parent's counts: the sums of its own and its descendants' counts."""
+    total: defaultdict[str, int] = defaultdict(int)
+    for member in tree.subtree(code):
+        for metric, value in per_unit.get(member, {}).items():
+            total[metric] += value
+    return dict(total)
+
+
+def scorecard_for(counts: dict[str, int], settings: Settings, seconds_per_day: int, layout: str) -> ScoreCard:
+    measures = dossier_measures(counts, seconds_per_day=seconds_per_day)
+    return build_scorecard(measures, rating_bands=settings.policy.rating_bands, layout=layout)  # type: ignore[arg-type]
+
+
+def policies_in_force(settings: Settings) -> dict:
+    policy = settings.policy
+    return {
+        "due_time": policy.due_time,
+        "online_ratio_denominator": policy.online_ratio_denominator,
+        "e_result_denominator": policy.e_result_denominator,
+        "digitisation_scoring": policy.digitisation_scoring,
+        "rating_bands": [{"min": m, "rating": r} for m, r in policy.rating_bands],
+    }
+
+
+FLAG_CONDITIONS = {
+    "overdue": "({overdue})",
+    "two_plus_supplements": "d.supplement_count >= 2",
+    "overdue_step": "d.overdue_steps > 0",
+    "open_overdue": "d.ended_at IS NULL AND ({overdue})",
+    "not_online": "d.channel <> 2",
+}
+OVERDUE_AT_T = "d.overdue_fixed IS TRUE OR (d.overdue_fixed IS NULL AND d.deadline IS NOT NULL AND d.deadline < $3)"
+
+
+async def dossiers_behind(
+    conn: asyncpg.Connection,
+    units: Iterable[str],
+    period: Period,
+    flag: str,
+    *,
+    now: dt.datetime,
+    after: str | None,
+    limit: int,
+) -> list[dict]:
+    """The dossiers behind a penalty, with the reasons each one counts."""
+    evaluation = min(now, period.end)
+    condition = FLAG_CONDITIONS[flag].format(overdue=OVERDUE_AT_T)
+    rows = await conn.fetch(
+        f"""SELECT d.dossier_code, d.unit_code, d.procedure_code, d.status, d.received_at, d.channel, d.due_at,
+                   d.ended_at, d.supplement_count, d.overdue_steps, d.overdue_fixed, d.overdue_reason,
+                   d.deadline, ({OVERDUE_AT_T}) AS overdue
+            FROM dossiers d
+            WHERE d.unit_code = ANY($1::text[]) AND d.received_month = ANY($2::text[]) AND ({condition})
+              AND d.dossier_code > $4
+            ORDER BY d.dossier_code LIMIT $5""",
+        list(units),
+        period.months(),
+        evaluation,
+        after or "",
+        limit,
+    )
+    out = []
+    for r in rows:
+        reasons = []
+        if r["overdue"]:
+            reasons.append(r["overdue_reason"] or "open_past_due")
+        if r["overdue_steps"]:
+            reasons.append("overdue_step")
+        if r["channel"] != 2 and flag == "not_online":
+            reasons.append("not_online")
+        out.append(
+            {
+                "dossier_code": r["dossier_code"],
+                "unit_code": r["unit_code"],
+                "procedure_code": r["procedure_code"],
+                "status": r["status"],
+                "channel": r["channel"],
+                "received_at": _iso(r["received_at"]),
+                "due_at": _iso(r["due_at"]),
+                "ended_at": _iso(r["ended_at"]),
+                "deadline": _iso(r["deadline"]),
+                "supplement_requests": r["supplement_count"],
+                "overdue_steps": r["overdue_steps"],
+                "overdue": bool(r["overdue"]),
+                "reasons": reasons,
+            }
+        )
+    return out
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    from shared.timeutil import VIETNAM
+
+    return value.astimezone(VIETNAM).isoformat() if value else None
+
+
+def counters_view(counts: dict[str, int], seconds_per_day: int) -> dict:
+    return CounterView(counts).as_dict()

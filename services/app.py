@@ -1,0 +1,104 @@
+"""Builds the FastAPI application of one service, or of all three in one process (``dvc766 serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from fastapi import FastAPI
+
+from services import admin, ops
+from services.api import http as api_http
+from services.indicators.engine import IndicatorEngine
+from services.indicators.worker import QueueWorker
+from services.ingest import http as ingest_http
+from shared.auth import KeyRing, first_run_admin_key
+from shared.calendar import WorkingCalendar
+from shared.db.engine import create_engine, migrate, resolve_database_url
+from shared.problems import install_problem_handlers
+from shared.runtime import Runtime, upsert_units
+from shared.settings import Settings, get_settings
+from shared.units import load_units_file
+
+log = logging.getLogger("dvc766.app")
+ROLES = ("ingest", "indicators", "api")
+
+
+async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    if run_migrations:
+        await migrate(url)
+    engine = create_engine(url, pool_size=settings.db_pool_size)
+    calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
+    runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
+    if settings.units_file:
+        units = load_units_file(settings.units_file)
+        await upsert_units(engine, units)
+        log.info("units loaded", extra={"file": str(settings.units_file), "units": len(units)})
+    await runtime.reload_units()
+    return runtime
+
+
+def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None,
+               runtime: Runtime | None = None) -> FastAPI:
+    roles = tuple(roles)
+    settings = settings or (runtime.settings if runtime else get_settings())
+    # Embedded default: nobody else will migrate it. Elsewhere, `dvc766 migrate` is a deploy step.
+    run_migrations = settings.database_url is None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own_runtime = runtime is None
+        rt = runtime or await build_runtime(settings, run_migrations=run_migrations)
+        app.state.runtime = rt
+        app.state.keyring = KeyRing(settings.api_keys or first_run_admin_key(settings))
+        engine = IndicatorEngine(rt.calendar, settings.policy)
+        app.state.indicator_engine = engine
+        background: list = []
+        if "indicators" in roles:
+            worker = QueueWorker(rt, engine)
+            worker.start(apply_queue=not settings.kafka_bootstrap_servers)
+            background.append(worker)
+        refresher = None
+        if "indicators" not in roles or len(roles) < len(ROLES):
+            refresher = asyncio.create_task(_refresh_units(rt))
+        log.info("dvc766 started", extra={"roles": list(roles)})
+        try:
+            yield
+        finally:
+            if refresher:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            for worker in background:
+                await worker.stop()  # lets the batch in flight commit
+            if own_runtime:
+                await rt.engine.dispose()
+            log.info("dvc766 stopped", extra={"roles": list(roles)})
+
+    app = FastAPI(
+        title="dvc766",
+        version="0.1.0",
+        summary="Real-time QĐ 766/QĐ-TTg service-quality indicators (Bộ chỉ số chỉ đạo, điều hành và đánh giá "
+        "chất lượng phục vụ người dân, doanh nghiệp)",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    ops.install_http_metrics(app)
+    app.include_router(ops.router)
+    if "ingest" in roles:
+        app.include_router(ingest_http.router)
+    if "api" in roles:
+        app.include_router(api_http.router)
+        app.include_router(admin.router)
+    return app
+
+
+async def _refresh_units(runtime: Runtime, every: float = 30.0) -> None:
+    """Processes that do not own the unit tree pick up changes made through another process."""
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await runtime.reload_units()

@@ -1,0 +1,246 @@
+"""Applies events to dossier state and counters, inside the caller's transaction.
+
+For every dossier a batch touches: re-read its whole history, derive its facts (pure rules), and
+replace its old contribution to the counters with the new one. Counter changes of the whole batch
+are summed first and written in one statement, in key order (no deadlocks between workers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import asyncpg
+
+from services.indicators.rules.counters import Contribution, CounterKey, accumulate_delta, nonzero
+from services.indicators.rules.dossier import DossierFacts, HistoryEvent, Timeliness, assess, derive_facts
+from services.indicators.rules.counters import contribution_of
+from shared.calendar import WorkingCalendar
+from shared.db.raw import jsonb
+from shared.events import parse_timestamp
+from shared.metrics import DEADLINES_CROSSED, DOSSIERS_RECOMPUTED
+from shared.settings import PolicySettings
+
+log = logging.getLogger("dvc766.indicators")
+
+
+@dataclass
+class ApplyResult:
+    dossiers: int = 0
+    counter_rows: int = 0
+
+
+def _ts(value) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = parse_timestamp(value, "stored")
+    return parsed if isinstance(parsed, dt.datetime) else None
+
+
+def history_event(seq: int, body: dict) -> HistoryEvent:
+    step = body.get("step") or {}
+    return HistoryEvent(
+        seq=seq,
+        status=body["status"],
+        occurred_at=_ts(body["occurred_at"]),  # type: ignore[arg-type]
+        unit_code=body["unit_code"],
+        procedure_code=body["procedure_code"],
+        channel=body.get("channel"),
+        due_at=_ts(body.get("due_at")),
+        step_due_at=_ts(step.get("due_at")),
+        step_name=step.get("name"),
+        attributes=body.get("attributes") or {},
+    )
+
+
+class IndicatorEngine:
+    def __init__(self, calendar: WorkingCalendar, policy: PolicySettings) -> None:
+        self.calendar = calendar
+        self.policy = policy
+
+    async def legal_days(self, conn: asyncpg.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """Legal processing time (working days) of (unit, procedure) pairs, from the catalogue if loaded."""
+        exists = await conn.fetchval("SELECT to_regclass('procedures') IS NOT NULL")
+        if not exists or not pairs:
+            return {}
+        units, procedures = zip(*pairs)
+        rows = await conn.fetch(
+            """SELECT DISTINCT ON (unit_code, procedure_code) unit_code, procedure_code, legal_days
+               FROM procedures
+               WHERE (unit_code, procedure_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                 AND legal_days IS NOT NULL
+               ORDER BY unit_code, procedure_code, valid_from DESC""",
+            list(units),
+            list(procedures),
+        )
+        return {(r["unit_code"], r["procedure_code"]): float(r["legal_days"]) for r in rows}
+
+    def evaluate(
+        self, code: str, history: list[HistoryEvent], now: dt.datetime, legal_days: dict
+    ) -> tuple[DossierFacts, Timeliness | None, Contribution | None]:
+        facts = derive_facts(code, history, self.calendar)
+        if facts.received_at is None:
+            return facts, None, None
+        timeliness = assess(
+            facts,
+            self.calendar,
+            legal_days=legal_days.get((facts.unit_code, facts.procedure_code)),
+            due_policy=self.policy.due_time,
+        )
+        return facts, timeliness, contribution_of(facts, timeliness, self.calendar, now)
+
+    async def recompute(self, conn: asyncpg.Connection, codes: list[str], now: dt.datetime) -> ApplyResult:
+        """Re-derive the given dossiers from their stored events and move the counters accordingly."""
+        if not codes:
+            return ApplyResult()
+        codes = sorted(set(codes))
+        # Lock the dossiers' rows (those that exist) in a fixed order before reading their history.
+        old_rows = await conn.fetch(
+            "SELECT dossier_code, contribution FROM dossiers WHERE dossier_code = ANY($1::text[]) "
+            "ORDER BY dossier_code FOR UPDATE",
+            codes,
+        )
+        old = {r["dossier_code"]: Contribution.from_json(r["contribution"]) for r in old_rows}
+        event_rows = await conn.fetch(
+            "SELECT dossier_code, seq, body FROM events WHERE dossier_code = ANY($1::text[])", codes
+        )
+        histories: dict[str, list[HistoryEvent]] = defaultdict(list)
+        for row in event_rows:
+            histories[row["dossier_code"]].append(history_event(row["seq"], row["body"]))
+
+        pairs = set()
+        for history in histories.values():
+            receipt = next((e for e in history if e.status == 2), None)
+            if receipt is not None:
+                pairs.add((receipt.unit_code, receipt.procedure_code))
+        legal = await self.legal_days(conn, pairs)
+
+        delta: defaultdict[CounterKey, int] = defaultdict(int)
+        rows = []
+        for code in codes:
+            history = histories.get(code)
+            if not history:
+                continue
+            facts, timeliness, contribution = self.evaluate(code, history, now, legal)
+            accumulate_delta(delta, old.get(code), contribution)
+            rows.append(self._dossier_row(facts, timeliness, contribution))
+        await self._write_dossiers(conn, rows)
+        written = await write_counter_delta(conn, delta)
+        DOSSIERS_RECOMPUTED.inc(len(rows))
+        return ApplyResult(dossiers=len(rows), counter_rows=written)
+
+    def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None):
+        fixed = None
+        reason = None
+        deadline = None
+        if timeliness is not None:
+            if timeliness.fixed:
+                fixed = timeliness.overdue
+                reason = timeliness.reason
+            else:
+                deadline = timeliness.deadline
+        return (
+            facts.dossier_code,
+            facts.unit_code,
+            facts.procedure_code,
+            facts.current_status,
+            facts.received_at,
+            contribution.received_month if contribution else None,
+            facts.channel if facts.received_at else None,
+            facts.due_at(self.policy.due_time),
+            facts.ended_at,
+            facts.supplement_count,
+            facts.overdue_steps,
+            fixed,
+            reason,
+            deadline,
+            bool(contribution and contribution.deadline_passed),
+            bool(timeliness and timeliness.no_deadline),
+            jsonb(contribution.to_json()) if contribution else None,
+            jsonb(facts.attributes or None),
+        )
+
+    async def _write_dossiers(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        columns = list(zip(*rows))
+        await conn.execute(
+            """
+            INSERT INTO dossiers (dossier_code, unit_code, procedure_code, status, received_at, received_month,
+                channel, due_at, ended_at, supplement_count, overdue_steps, overdue_fixed, overdue_reason,
+                deadline, deadline_passed, no_deadline, contribution, attributes, updated_at)
+            SELECT u.*, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[],
+                $6::text[], $7::smallint[], $8::timestamptz[], $9::timestamptz[], $10::smallint[], $11::smallint[],
+                $12::boolean[], $13::text[], $14::timestamptz[], $15::boolean[], $16::boolean[], $17::jsonb[],
+                $18::jsonb[]) AS u
+            ON CONFLICT (dossier_code) DO UPDATE SET
+                unit_code = EXCLUDED.unit_code, procedure_code = EXCLUDED.procedure_code,
+                status = EXCLUDED.status, received_at = EXCLUDED.received_at,
+                received_month = EXCLUDED.received_month, channel = EXCLUDED.channel, due_at = EXCLUDED.due_at,
+                ended_at = EXCLUDED.ended_at, supplement_count = EXCLUDED.supplement_count,
+                overdue_steps = EXCLUDED.overdue_steps, overdue_fixed = EXCLUDED.overdue_fixed,
+                overdue_reason = EXCLUDED.overdue_reason, deadline = EXCLUDED.deadline,
+                deadline_passed = EXCLUDED.deadline_passed, no_deadline = EXCLUDED.no_deadline,
+                contribution = EXCLUDED.contribution, attributes = EXCLUDED.attributes, updated_at = now()
+            """,
+            *[list(col) for col in columns],
+        )
+
+    async def sweep_deadlines(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 20000) -> int:
+        """Open dossiers whose deadline the clock has crossed, with no event, turn overdue now."""
+        rows = await conn.fetch(
+            """SELECT dossier_code, contribution FROM dossiers
+               WHERE deadline IS NOT NULL AND NOT deadline_passed AND deadline < $1
+               ORDER BY dossier_code LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            now,
+            limit,
+        )
+        if not rows:
+            return 0
+        delta: defaultdict[CounterKey, int] = defaultdict(int)
+        codes = []
+        contributions = []
+        for row in rows:
+            old = Contribution.from_json(row["contribution"])
+            if old is None:
+                continue
+            new = replace(old, deadline_passed=True)
+            accumulate_delta(delta, old, new)
+            codes.append(row["dossier_code"])
+            contributions.append(jsonb(new.to_json()))
+        await conn.execute(
+            """UPDATE dossiers d SET deadline_passed = true, contribution = u.c, updated_at = now()
+               FROM unnest($1::text[], $2::jsonb[]) AS u(code, c) WHERE d.dossier_code = u.code""",
+            codes,
+            contributions,
+        )
+        await write_counter_delta(conn, delta)
+        DEADLINES_CROSSED.inc(len(codes))
+        return len(codes)
+
+
+async def write_counter_delta(conn: asyncpg.Connection, delta: dict[CounterKey, int]) -> int:
+    changes = nonzero(delta)
+    if not changes:
+        return 0
+    units, procedures, periods, metrics, values = [], [], [], [], []
+    for (unit, procedure, period, metric), value in changes:
+        units.append(unit)
+        procedures.append(procedure)
+        periods.append(period)
+        metrics.append(metric)
+        values.append(value)
+    await conn.execute(
+        """INSERT INTO counters (unit_code, procedure_code, period, metric, value)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+           ON CONFLICT (unit_code, period, procedure_code, metric)
+           DO UPDATE SET value = counters.value + EXCLUDED.value""",
+        units,
+        procedures,
+        periods,
+        metrics,
+        values,
+    )
+    return len(changes)

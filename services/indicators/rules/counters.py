@@ -1,0 +1,188 @@
+"""What one dossier adds to the counters (indicators.md §3–§4). Pure: no I/O.
+
+A dossier's contribution is kept in a compact form (:class:`Contribution`: its unit, procedure,
+received month, the period-independent counts, and the deadline of an open dossier). Expanding it
+gives the exact counter increments for each month, quarter and year holding its received time, for
+its procedure and for the all-procedures row. Applying an event retracts the old expansion and adds
+the new one, so counters never drift from the dossiers' facts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from services.indicators.rules.dossier import DossierFacts, Timeliness
+from shared.calendar import WorkingCalendar
+from shared.timeutil import parse_period, periods_of
+
+ALL_PROCEDURES = "*"
+
+# Counter names (the metric column). Kept as plain strings: they are API-visible.
+RECEIVED = "received"
+ON_TIME = "on_time"
+OVERDUE = "overdue"
+OPEN_IN_TIME = "open_in_time"
+OPEN_OVERDUE = "open_overdue"
+COMPLETED = "completed"
+COMPLETED_EARLY = "completed_early"
+COMPLETED_ON_TIME = "completed_on_time"
+COMPLETED_LATE = "completed_late"
+PROCESSING_WORKING_SECONDS = "processing_working_seconds"
+SUPPLEMENT_REQUESTS = "supplement_requests"
+DOSSIERS_ONE_SUPPLEMENT = "dossiers_with_1_supplement"
+DOSSIERS_TWO_PLUS_SUPPLEMENTS = "dossiers_with_2plus_supplements"
+OVERDUE_STEPS = "overdue_steps"
+STEPS = "steps"
+LATE_WITHOUT_APOLOGY = "late_without_apology"
+NO_DEADLINE = "no_deadline_flagged"
+RECEIVED_BY_CHANNEL = {1: "received_in_person", 2: "received_online", 3: "received_postal"}
+
+CounterKey = tuple[str, str, str, str]  # unit, procedure, period, metric
+
+
+@dataclass(frozen=True)
+class Contribution:
+    unit_code: str
+    procedure_code: str
+    received_month: str
+    counts: dict[str, int] = field(default_factory=dict)
+    # Open dossier whose on-time status depends on the evaluation instant.
+    open_deadline: dt.datetime | None = None
+    deadline_passed: bool = False
+    open_undetermined: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "u": self.unit_code,
+            "p": self.procedure_code,
+            "r": self.received_month,
+            "c": self.counts,
+            "d": self.open_deadline.isoformat() if self.open_deadline else None,
+            "x": self.deadline_passed,
+            "o": self.open_undetermined,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping | None) -> Contribution | None:
+        if not data:
+            return None
+        deadline = data.get("d")
+        return cls(
+            unit_code=data["u"],
+            procedure_code=data["p"],
+            received_month=data["r"],
+            counts=dict(data.get("c") or {}),
+            open_deadline=dt.datetime.fromisoformat(deadline) if deadline else None,
+            deadline_passed=bool(data.get("x")),
+            open_undetermined=bool(data.get("o")),
+        )
+
+
+def contribution_of(
+    facts: DossierFacts,
+    timeliness: Timeliness,
+    calendar: WorkingCalendar,
+    now: dt.datetime,
+) -> Contribution | None:
+    """The compact contribution of a received dossier (None for one never received)."""
+    if facts.received_at is None:
+        return None
+    counts: dict[str, int] = {RECEIVED: 1, RECEIVED_BY_CHANNEL.get(facts.channel, "received_in_person"): 1}
+    if facts.supplement_count:
+        counts[SUPPLEMENT_REQUESTS] = facts.supplement_count
+        key = DOSSIERS_ONE_SUPPLEMENT if facts.supplement_count == 1 else DOSSIERS_TWO_PLUS_SUPPLEMENTS
+        counts[key] = 1
+    if facts.steps:
+        counts[STEPS] = facts.steps
+    if facts.overdue_steps:
+        counts[OVERDUE_STEPS] = facts.overdue_steps
+    if timeliness.no_deadline:
+        counts[NO_DEADLINE] = 1
+
+    if facts.ended_at is not None:
+        counts[COMPLETED] = 1
+        counts[PROCESSING_WORKING_SECONDS] = calendar.working_seconds(facts.received_at, facts.ended_at)
+
+    open_undetermined = False
+    if timeliness.fixed:
+        counts[OVERDUE if timeliness.overdue else ON_TIME] = 1
+        if facts.ended_at is not None:
+            if timeliness.overdue:
+                counts[COMPLETED_LATE] = 1
+            else:
+                counts[COMPLETED_EARLY if timeliness.early else COMPLETED_ON_TIME] = 1
+        else:
+            counts[OPEN_OVERDUE if timeliness.overdue else OPEN_IN_TIME] = 1
+        if timeliness.overdue and facts.attributes.get("apology_letter") is False:
+            counts[LATE_WITHOUT_APOLOGY] = 1
+    else:
+        open_undetermined = True
+
+    deadline = timeliness.deadline if open_undetermined else None
+    return Contribution(
+        unit_code=facts.unit_code,
+        procedure_code=facts.procedure_code,
+        received_month=periods_of(facts.received_at)[0],
+        counts=counts,
+        open_deadline=deadline,
+        deadline_passed=bool(deadline is not None and now > deadline),
+        open_undetermined=open_undetermined,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _periods_of_month(month: str) -> tuple[tuple[str, dt.datetime], ...]:
+    first = parse_period(month).start
+    return tuple((key, parse_period(key).end) for key in periods_of(first))
+
+
+def expand(contribution: Contribution) -> dict[CounterKey, int]:
+    """The counter increments of a contribution, for every period holding its received month."""
+    out: dict[CounterKey, int] = {}
+    unit = contribution.unit_code
+    for period, period_end in _periods_of_month(contribution.received_month):
+        counts = dict(contribution.counts)
+        if contribution.open_undetermined:
+            # Overdue for this period iff the deadline passed before min(now, end of the period).
+            deadline = contribution.open_deadline
+            overdue = contribution.deadline_passed and deadline is not None and deadline < period_end
+            counts[OVERDUE if overdue else ON_TIME] = counts.get(OVERDUE if overdue else ON_TIME, 0) + 1
+            key = OPEN_OVERDUE if overdue else OPEN_IN_TIME
+            counts[key] = counts.get(key, 0) + 1
+        for procedure in (contribution.procedure_code, ALL_PROCEDURES):
+            for metric, value in counts.items():
+                out[(unit, procedure, period, metric)] = value
+    return out
+
+
+def accumulate_delta(
+    delta: defaultdict[CounterKey, int],
+    old: Contribution | None,
+    new: Contribution | None,
+) -> None:
+    """Add ``new``'s expansion and retract ``old``'s, in place."""
+    if old == new:
+        return
+    if old is not None:
+        for key, value in expand(old).items():
+            delta[key] -= value
+    if new is not None:
+        for key, value in expand(new).items():
+            delta[key] += value
+
+
+def nonzero(delta: Mapping[CounterKey, int]) -> list[tuple[CounterKey, int]]:
+    return sorted((k, v) for k, v in delta.items() if v)
+
+
+def total_counts(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
+    """Counters computed from scratch (used by replay checks and tests)."""
+    totals: defaultdict[CounterKey, int] = defaultdict(int)
+    for contribution in contributions:
+        for key, value in expand(contribution).items():
+            totals[key] += value
+    return {k: v for k, v in totals.items() if v}

@@ -1,0 +1,214 @@
+"""A dossier's facts, derived from its whole event history (indicators.md §3). Pure: no I/O.
+
+The history is always re-read in ``occurred_at`` order (ties: arrival order), so a late or
+out-of-order event simply changes the derived facts, and duplicates are removed before we get here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.calendar import WorkingCalendar
+from shared.statuses import Status
+
+ENDING_OTHER = (Status.STOPPED, Status.WITHDRAWN, Status.REFUSED)
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """What the rules need of one stored event."""
+
+    seq: int  # arrival order
+    status: int
+    occurred_at: dt.datetime
+    unit_code: str
+    procedure_code: str
+    channel: int | None = None
+    due_at: dt.datetime | None = None
+    step_due_at: dt.datetime | None = None
+    step_name: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DossierFacts:
+    dossier_code: str
+    unit_code: str
+    procedure_code: str
+    current_status: int
+    received_at: dt.datetime | None  # None: never received, counts nowhere
+    channel: int = 1
+    due_at_received: dt.datetime | None = None
+    due_at_latest: dt.datetime | None = None
+    processing_started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    end_status: int | None = None
+    supplement_count: int = 0
+    supplement_seconds: float = 0.0  # wall time spent in status 5 by returned requests
+    supplement_working_seconds: int = 0
+    outstanding_supplement_at: dt.datetime | None = None  # the last request, still not answered
+    steps: int = 0
+    overdue_steps: int = 0
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def received(self) -> bool:
+        return self.received_at is not None
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    def due_at(self, policy: str = "received") -> dt.datetime | None:
+        if policy == "latest":
+            return self.due_at_latest or self.due_at_received
+        return self.due_at_received
+
+
+def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: WorkingCalendar) -> DossierFacts:
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.seq))
+    if not ordered:
+        raise ValueError("a dossier needs at least one event")
+
+    attributes: dict[str, Any] = {}
+    for event in ordered:  # latest value (by occurred_at) wins
+        attributes.update(event.attributes)
+
+    receipt_index = next((i for i, e in enumerate(ordered) if e.status == Status.RECEIVED), None)
+    latest = ordered[-1]
+    if receipt_index is None:
+        # Waits, counted nowhere, until its status-2 event arrives.
+        return DossierFacts(
+            dossier_code=dossier_code,
+            unit_code=latest.unit_code,
+            procedure_code=latest.procedure_code,
+            current_status=latest.status,
+            received_at=None,
+            attributes=attributes,
+        )
+
+    receipt = ordered[receipt_index]
+    after = ordered[receipt_index:]
+    due_latest = next((e.due_at for e in reversed(after) if e.due_at is not None), None)
+    due_received = receipt.due_at or next((e.due_at for e in after if e.due_at is not None), None)
+
+    processing_started_at = next((e.occurred_at for e in after if e.status == Status.PROCESSING), None)
+
+    end_event = (
+        next((e for e in after if e.status == Status.RESOLVED), None)
+        or next((e for e in after if e.status == Status.RESULT_RETURNED), None)
+        or next((e for e in after if e.status in ENDING_OTHER), None)
+    )
+    ended_at = end_event.occurred_at if end_event else None
+
+    # Supplement requests: each entry into status 5 is one request; time in 5 runs until the next
+    # event in another status. Only the history up to the end of processing counts.
+    requests = 0
+    spent = 0.0
+    spent_working = 0
+    open_request_at: dt.datetime | None = None
+    previous_status = None
+    for event in after:
+        if ended_at is not None and event.occurred_at > ended_at:
+            break
+        if event.status == Status.SUPPLEMENT_REQUESTED:
+            if previous_status != Status.SUPPLEMENT_REQUESTED:
+                requests += 1
+                open_request_at = event.occurred_at
+        elif open_request_at is not None:
+            spent += (event.occurred_at - open_request_at).total_seconds()
+            spent_working += calendar.working_seconds(open_request_at, event.occurred_at)
+            open_request_at = None
+        previous_status = event.status
+
+    steps = overdue_steps = 0
+    for event in after:
+        if event.step_due_at is not None:
+            steps += 1
+            if event.occurred_at > event.step_due_at:
+                overdue_steps += 1
+
+    return DossierFacts(
+        dossier_code=dossier_code,
+        unit_code=receipt.unit_code,
+        procedure_code=receipt.procedure_code,
+        current_status=latest.status,
+        received_at=receipt.occurred_at,
+        channel=receipt.channel or 1,
+        due_at_received=due_received,
+        due_at_latest=due_latest,
+        processing_started_at=processing_started_at,
+        ended_at=ended_at,
+        end_status=end_event.status if end_event else None,
+        supplement_count=requests,
+        supplement_seconds=spent,
+        supplement_working_seconds=spent_working,
+        outstanding_supplement_at=open_request_at,
+        steps=steps,
+        overdue_steps=overdue_steps,
+        attributes=attributes,
+    )
+
+
+@dataclass(frozen=True)
+class Timeliness:
+    """On time or overdue, as far as it can be known without the evaluation instant T.
+
+    ``fixed`` outcomes hold for every T. Otherwise the dossier is open and becomes overdue for an
+    evaluation instant T exactly when ``T > deadline``; a ``deadline`` of None never turns overdue.
+    """
+
+    fixed: bool
+    overdue: bool = False
+    deadline: dt.datetime | None = None
+    reason: str | None = None  # why overdue: late_end, two_plus_supplements, supplement_late
+    no_deadline: bool = False  # neither a due time nor the procedure's legal time is known
+    early: bool = False  # finished before the day it was due
+
+
+def assess(
+    facts: DossierFacts,
+    calendar: WorkingCalendar,
+    *,
+    legal_days: float | None = None,
+    due_policy: str = "received",
+) -> Timeliness:
+    if facts.received_at is None:
+        raise ValueError("only received dossiers are assessed")
+    if facts.supplement_count >= 2:
+        return Timeliness(fixed=True, overdue=True, reason="two_plus_supplements")
+
+    due = facts.due_at(due_policy)
+    returned_supplement = facts.supplement_count == 1 and facts.outstanding_supplement_at is None
+
+    if facts.ended_at is not None or facts.outstanding_supplement_at is not None:
+        if facts.ended_at is not None:
+            end = facts.ended_at
+            if returned_supplement:
+                end = end - dt.timedelta(seconds=facts.supplement_seconds)
+            reason = "late_end"
+        else:
+            end = facts.outstanding_supplement_at  # still outstanding: the clock stopped at the request
+            reason = "supplement_late"
+        if due is not None:
+            late = end > due
+            early = not late and end.astimezone(due.tzinfo).date() < due.astimezone(due.tzinfo).date()
+            return Timeliness(fixed=True, overdue=late, reason=reason if late else None, early=early)
+        if legal_days is not None:
+            worked = calendar.working_seconds(facts.received_at, facts.ended_at or end)
+            if returned_supplement:
+                worked -= facts.supplement_working_seconds
+            late = worked > legal_days * calendar.seconds_per_day
+            return Timeliness(fixed=True, overdue=late, reason=reason if late else None)
+        return Timeliness(fixed=True, overdue=False, no_deadline=True)
+
+    # Open: overdue once the clock passes the deadline, pushed back by time spent waiting for a supplement.
+    if due is not None:
+        return Timeliness(fixed=False, deadline=due + dt.timedelta(seconds=facts.supplement_seconds))
+    if legal_days is not None:
+        budget = int(legal_days * calendar.seconds_per_day) + facts.supplement_working_seconds
+        return Timeliness(fixed=False, deadline=calendar.instant_after(facts.received_at, budget))
+    return Timeliness(fixed=False, deadline=None, no_deadline=True)

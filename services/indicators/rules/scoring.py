@@ -1,0 +1,259 @@
+"""QĐ 766 components, groups and the 100-point total (indicators.md §1, §2, §6). Pure: no I/O.
+
+Scores are computed from exact ratios (fractions), rounded half-up to 2 decimals per component;
+groups and the total are sums of the rounded component scores, as the portal publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from typing import Literal
+
+from services.indicators.rules import counters as c
+
+Rule = Literal["linear", "cap", "none"]
+Empty = Literal["zero", "full", "no_data"]
+
+
+@dataclass(frozen=True)
+class ComponentDef:
+    id: str
+    group: str
+    name: str
+    max: int
+    rule: Rule = "linear"
+    cap: Fraction | None = None
+    when_empty: Empty = "zero"  # a zero denominator scores 0, the full maximum, or no_data
+
+
+@dataclass(frozen=True)
+class GroupDef:
+    code: str
+    name: str
+    max: int
+
+
+GROUPS: tuple[GroupDef, ...] = (
+    GroupDef("CKMB", "Công khai, minh bạch", 18),
+    GroupDef("TDGQ", "Tiến độ giải quyết", 20),
+    GroupDef("CLGQ", "Dịch vụ công trực tuyến", 12),
+    GroupDef("TTTT", "Thanh toán trực tuyến", 10),
+    GroupDef("MDSH", "Số hóa hồ sơ", 22),
+    GroupDef("MDHL", "Mức độ hài lòng", 18),
+)
+
+# The decision's five groups; III is the portal's CLGQ + TTTT.
+DECISION_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("I", "Công khai, minh bạch", ("CKMB",)),
+    ("II", "Tiến độ giải quyết", ("TDGQ",)),
+    ("III", "Dịch vụ công trực tuyến, thanh toán trực tuyến", ("CLGQ", "TTTT")),
+    ("IV", "Mức độ số hóa hồ sơ", ("MDSH",)),
+    ("V", "Mức độ hài lòng", ("MDHL",)),
+)
+
+F = Fraction
+COMPONENTS: tuple[ComponentDef, ...] = (
+    ComponentDef("1.1", "CKMB", "Tỷ lệ TTHC công bố đúng hạn", 6),
+    ComponentDef("1.2", "CKMB", "Tỷ lệ TTHC được cập nhật, công khai đúng hạn", 4),
+    ComponentDef("1.3", "CKMB", "Tỷ lệ TTHC công khai đầy đủ các bộ phận tạo thành", 2),
+    ComponentDef("1.4", "CKMB", "Tỷ lệ hồ sơ đồng bộ trạng thái lên Cổng DVCQG", 6),
+    ComponentDef("2.1", "TDGQ", "Tỷ lệ hồ sơ xử lý trước hạn, đúng hạn", 20),
+    ComponentDef("2.2", "TDGQ", "Thời gian giải quyết trung bình", 0, rule="none"),
+    ComponentDef("3.1", "CLGQ", "Tỷ lệ TTHC cung cấp dịch vụ công trực tuyến", 2, "cap", F(4, 5)),
+    ComponentDef("3.2", "CLGQ", "Tỷ lệ DVCTT có phát sinh hồ sơ", 4),
+    ComponentDef("3.3", "CLGQ", "Tỷ lệ hồ sơ trực tuyến", 6, "cap", F(1, 2)),
+    ComponentDef("3.4", "TTTT", "TTHC có giao dịch thanh toán trực tuyến", 2, "cap", F(4, 5)),
+    ComponentDef(
+        "3.5", "TTTT", "TTHC có nghĩa vụ tài chính được tích hợp thanh toán trực tuyến", 2, "cap", F(4, 5)
+    ),
+    ComponentDef("3.6", "TTTT", "Tỷ lệ hồ sơ thanh toán trực tuyến", 6),
+    ComponentDef("4.1", "MDSH", "Tỷ lệ hồ sơ cấp kết quả điện tử", 6),
+    ComponentDef("4.2", "MDSH", "Tỷ lệ hồ sơ thực hiện số hóa", 4),
+    ComponentDef("4.3", "MDSH", "Tỷ lệ cung cấp dịch vụ chứng thực bản sao điện tử", 2),
+    ComponentDef("4.4", "MDSH", "Tỷ lệ hồ sơ khai thác, sử dụng lại dữ liệu số hóa", 2, "cap", F(4, 5)),
+    ComponentDef("4.5", "MDSH", "Tỷ lệ hồ sơ số hóa kết nối, chia sẻ dữ liệu", 4),
+    ComponentDef("4.6", "MDSH", "Tỷ lệ TTHC kết nối, chia sẻ dữ liệu dân cư", 2),
+    ComponentDef("4.7", "MDSH", "Tỷ lệ hồ sơ sử dụng dữ liệu dân cư", 2),
+    ComponentDef("5.1", "MDHL", "Tỷ lệ PAKN xử lý đúng hạn", 6, when_empty="full"),
+    ComponentDef("5.2", "MDHL", "Tỷ lệ hài lòng xử lý PAKN", 6, when_empty="full"),
+    ComponentDef("5.3", "MDHL", "Tỷ lệ hài lòng tiếp nhận, giải quyết TTHC", 6, "cap", F(9, 10)),
+)
+COMPONENTS_BY_ID = {d.id: d for d in COMPONENTS}
+
+
+def round_half_up(value: Fraction | int | float, places: int = 2) -> float:
+    exact = Decimal(value.numerator) / Decimal(value.denominator) if isinstance(value, Fraction) else Decimal(value)
+    return float(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A component's exact ratio inputs. ``None`` for a component instead means: inputs never fed."""
+
+    numerator: int | Fraction
+    denominator: int
+
+
+@dataclass(frozen=True)
+class ComponentScore:
+    definition: ComponentDef
+    status: Literal["ok", "no_data"]
+    numerator: int | float | None
+    denominator: int | None
+    ratio: float | None  # percentage, 2 decimals (2.2: mean working days)
+    score: float
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.definition.id,
+            "name": self.definition.name,
+            "status": self.status,
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "ratio": self.ratio,
+            "score": self.score,
+            "max": self.definition.max,
+        }
+
+
+def score_component(definition: ComponentDef, measure: Measure | None) -> ComponentScore:
+    if measure is None:
+        return ComponentScore(definition, "no_data", None, None, None, 0.0)
+    num, den = measure.numerator, measure.denominator
+    if definition.rule == "none":  # tracked, no points (2.2: mean working days)
+        mean = round_half_up(Fraction(num) / den) if den else 0.0
+        return ComponentScore(definition, "ok", _plain(num), den, mean, 0.0)
+    if den == 0:
+        if definition.when_empty == "no_data":
+            return ComponentScore(definition, "no_data", _plain(num), 0, None, 0.0)
+        score = float(definition.max) if definition.when_empty == "full" else 0.0
+        return ComponentScore(definition, "ok", _plain(num), 0, None if score else 0.0, score)
+    ratio = Fraction(num) / den
+    if definition.rule == "cap":
+        assert definition.cap is not None
+        exact = min(Fraction(definition.max), definition.max * ratio / definition.cap)
+    else:
+        exact = definition.max * ratio
+    return ComponentScore(definition, "ok", _plain(num), den, round_half_up(100 * ratio), round_half_up(exact))
+
+
+def _plain(value: int | Fraction) -> int | float:
+    if isinstance(value, Fraction):
+        return value.numerator if value.denominator == 1 else round_half_up(value, 4)
+    return value
+
+
+@dataclass(frozen=True)
+class ScoreCard:
+    components: dict[str, ComponentScore]
+    groups: list[dict]
+    total: float
+    max_total: int
+    points_without_data: int
+    rating: str
+
+    def as_dict(self) -> dict:
+        return {
+            "total": {"score": self.total, "max": self.max_total, "points_without_data": self.points_without_data},
+            "rating": self.rating,
+            "groups": self.groups,
+        }
+
+
+def rating_of(total: float, bands: list[tuple[float, str]]) -> str:
+    for minimum, name in sorted(bands, key=lambda b: -b[0]):
+        if total >= minimum:
+            return name
+    return bands[-1][1]
+
+
+def build_scorecard(
+    measures: Mapping[str, Measure | None],
+    *,
+    rating_bands: list[tuple[float, str]],
+    layout: Literal["portal", "decision"] = "portal",
+    scoring_overrides: Mapping[str, ComponentDef] | None = None,
+) -> ScoreCard:
+    definitions = {**COMPONENTS_BY_ID, **(scoring_overrides or {})}
+    scored = {cid: score_component(definitions[cid], measures.get(cid)) for cid in definitions}
+    portal_groups = []
+    for group in GROUPS:
+        members = [scored[d.id] for d in COMPONENTS if d.group == group.code]
+        portal_groups.append(
+            {
+                "code": group.code,
+                "name": group.name,
+                "score": round(sum(m.score for m in members), 2),
+                "max": group.max,
+                "components": [m.as_dict() for m in members],
+            }
+        )
+    groups = portal_groups
+    if layout == "decision":
+        by_code = {g["code"]: g for g in portal_groups}
+        groups = [
+            {
+                "code": code,
+                "name": name,
+                "score": round(sum(by_code[p]["score"] for p in parts), 2),
+                "max": sum(by_code[p]["max"] for p in parts),
+                "components": [comp for p in parts for comp in by_code[p]["components"]],
+            }
+            for code, name, parts in DECISION_GROUPS
+        ]
+    total = round(sum(g["score"] for g in portal_groups), 2)
+    missing = sum(s.definition.max for s in scored.values() if s.status == "no_data")
+    return ScoreCard(
+        components=scored,
+        groups=groups,
+        total=total,
+        max_total=sum(g.max for g in GROUPS),
+        points_without_data=missing,
+        rating=rating_of(total, rating_bands),
+    )
+
+
+def dossier_measures(counts: Mapping[str, int], *, seconds_per_day: int) -> dict[str, Measure | None]:
+    """The components computed from dossier counters alone (2.1, 2.2, 3.3)."""
+    received = counts.get(c.RECEIVED, 0)
+    completed = counts.get(c.COMPLETED, 0)
+    return {
+        "2.1": Measure(counts.get(c.ON_TIME, 0), received),
+        "2.2": Measure(Fraction(counts.get(c.PROCESSING_WORKING_SECONDS, 0), seconds_per_day), completed),
+        "3.3": Measure(counts.get("received_online", 0), received),
+    }
+
+
+@dataclass
+class CounterView:
+    """The API's ``counters`` object: the operational counters users watch (indicators.md §4)."""
+
+    counts: Mapping[str, int]
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        g = self.counts.get
+        return {
+            "received": g(c.RECEIVED, 0),
+            "on_time": g(c.ON_TIME, 0),
+            "overdue": g(c.OVERDUE, 0),
+            "received_in_person": g("received_in_person", 0),
+            "received_online": g("received_online", 0),
+            "received_postal": g("received_postal", 0),
+            "supplement_requests": g(c.SUPPLEMENT_REQUESTS, 0),
+            "dossiers_with_1_supplement": g(c.DOSSIERS_ONE_SUPPLEMENT, 0),
+            "dossiers_with_2plus_supplements": g(c.DOSSIERS_TWO_PLUS_SUPPLEMENTS, 0),
+            "overdue_steps": g(c.OVERDUE_STEPS, 0),
+            "open_in_time": g(c.OPEN_IN_TIME, 0),
+            "open_overdue": g(c.OPEN_OVERDUE, 0),
+            "completed": g(c.COMPLETED, 0),
+            "completed_early": g(c.COMPLETED_EARLY, 0),
+            "completed_on_time": g(c.COMPLETED_ON_TIME, 0),
+            "completed_late": g(c.COMPLETED_LATE, 0),
+            "late_without_apology": g(c.LATE_WITHOUT_APOLOGY, 0),
+            "no_deadline_flagged": g(c.NO_DEADLINE, 0),
+            **self.extra,
+        }

@@ -1,0 +1,139 @@
+"""The indicators worker on the database path (no Kafka): drains the queue of accepted events.
+
+One transaction per batch holds the dequeue, the dossier states and the counters, so a crash
+anywhere leaves either the whole batch applied or none of it (still queued). A transaction-level
+advisory lock keeps a second worker process from applying the same dossiers concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from services.indicators.engine import IndicatorEngine
+from shared.db.raw import driver_connection
+from shared.metrics import (
+    APPLY_BATCH_SIZE,
+    APPLY_SECONDS,
+    DOSSIERS_OPEN,
+    DOSSIERS_OPEN_OVERDUE,
+    EVENTS_APPLIED,
+    PENDING_EVENTS,
+    SECONDS_SINCE_LAST_APPLY,
+)
+from shared.runtime import Runtime
+from shared.timeutil import utcnow
+
+log = logging.getLogger("dvc766.indicators.worker")
+APPLY_LOCK = 766_001  # advisory lock key of the appliers
+
+
+async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: int) -> int:
+    """Apply up to ``batch_size`` queued events; returns how many were applied (0: none, or another
+    worker holds the lock)."""
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
+            return 0
+        started = time.perf_counter()
+        rows = await apg.fetch(
+            """WITH batch AS (
+                   DELETE FROM pending_events WHERE seq IN (
+                       SELECT seq FROM pending_events ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                   RETURNING seq)
+               SELECT e.dossier_code FROM events e JOIN batch b ON b.seq = e.seq""",
+            batch_size,
+        )
+        if not rows:
+            return 0
+        await engine.recompute(apg, [r["dossier_code"] for r in rows], utcnow())
+    APPLY_SECONDS.observe(time.perf_counter() - started)
+    APPLY_BATCH_SIZE.observe(len(rows))
+    EVENTS_APPLIED.inc(len(rows))
+    return len(rows)
+
+
+async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
+            return 0
+        return await engine.sweep_deadlines(apg, utcnow())
+
+
+async def refresh_gauges(runtime: Runtime) -> None:
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        row = await apg.fetchrow(
+            """SELECT count(*) AS open, count(*) FILTER (WHERE overdue_fixed OR deadline_passed) AS overdue
+               FROM dossiers WHERE ended_at IS NULL AND received_at IS NOT NULL"""
+        )
+        pending = await apg.fetchval("SELECT count(*) FROM pending_events")
+    DOSSIERS_OPEN.set(row["open"])
+    DOSSIERS_OPEN_OVERDUE.set(row["overdue"])
+    PENDING_EVENTS.set(pending)
+
+
+class QueueWorker:
+    """Runs the apply loop, the deadline sweeper and the gauges until stopped.
+
+    ``stop()`` lets the batch in flight finish (its transaction commits or rolls back whole).
+    """
+
+    def __init__(self, runtime: Runtime, engine: IndicatorEngine) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._last_applied = time.monotonic()
+
+    def start(self, *, apply_queue: bool = True) -> None:
+        if apply_queue:
+            self._tasks.append(asyncio.create_task(self._apply_loop(), name="dvc766-apply"))
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="dvc766-sweep"))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self.runtime.events_waiting.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _apply_loop(self) -> None:
+        settings = self.runtime.settings
+        while not self._stopping.is_set():
+            try:
+                applied = await apply_pending(self.runtime, self.engine, settings.apply_batch_size)
+            except Exception:  # the store went away mid-batch: nothing was committed; retry shortly
+                log.exception("applying a batch failed; it stays queued")
+                applied = 0
+                await self._sleep(1.0)
+            if applied:
+                self._last_applied = time.monotonic()
+            SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
+            if applied < settings.apply_batch_size:
+                await self._wait_for_events(settings.apply_idle_poll_seconds)
+
+    async def _sweep_loop(self) -> None:
+        interval = self.runtime.settings.sweep_interval_seconds
+        while not self._stopping.is_set():
+            try:
+                while await sweep(self.runtime, self.engine):
+                    pass
+                await refresh_gauges(self.runtime)
+            except Exception:
+                log.exception("deadline sweep failed; will retry")
+            await self._sleep(interval)
+
+    async def _wait_for_events(self, timeout: float) -> None:
+        waiting = self.runtime.events_waiting
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waiting.wait(), timeout)
+        waiting.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

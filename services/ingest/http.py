@@ -1,0 +1,68 @@
+"""``POST /v1/events``: canonical events as a JSON array (up to 1,000) or NDJSON."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from services.ingest.intake import dead_letter_body, decode_json, decode_ndjson, intake
+from shared.auth import Principal, source_or_admin
+from shared.events import Reason, Rejection
+from shared.problems import Problem, problem_response
+
+router = APIRouter(tags=["ingest"])
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, Reason.TOO_LARGE, f"request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, Reason.TOO_LARGE, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/v1/events",
+    summary="Post dossier events",
+    description=(
+        "A JSON array of canonical events (up to 1,000), a single event object, or NDJSON "
+        "(`Content-Type: application/x-ndjson`). Each event is answered in `results` with its index: "
+        "`accepted`, `duplicate`, or `rejected` with a machine-readable `reason`. Accepted events are "
+        "durable before the response. 200 when at least one event was accepted or known, 422 when all "
+        "were rejected."
+    ),
+)
+async def post_events(request: Request, who: Principal = Depends(source_or_admin)):
+    runtime = request.app.state.runtime
+    settings = runtime.settings
+    body = await read_limited_body(request, settings.max_body_bytes)
+    content_type = request.headers.get("content-type", "")
+    if "ndjson" in content_type or "jsonlines" in content_type or "json-seq" in content_type:
+        items = decode_ndjson(body)
+    else:
+        decoded = decode_json(body)
+        if isinstance(decoded, Rejection):
+            await dead_letter_body(runtime, source=who.source, transport="http", rejection=decoded, raw=body)
+            raise Problem(400, decoded.reason, decoded.detail)
+        items = decoded
+    if not items:
+        raise Problem(400, "empty_batch", "the body holds no events")
+    if len(items) > settings.max_batch_events:
+        raise Problem(413, "too_many_events", f"at most {settings.max_batch_events} events per request, "
+                      f"got {len(items)}")
+    allowed = None if who.role == "admin" else who.units
+    publisher = request.app.state.__dict__.get("publish_events")
+    if publisher is not None:  # Kafka mode: produce to the topic before answering
+        result = await publisher(runtime, items, source=who.source, allowed_units=allowed)
+    else:
+        result = await intake(runtime, items, source=who.source, transport="http", allowed_units=allowed,
+                              enqueue=True)
+    status = 200 if (result.accepted or result.duplicates) else 422
+    if status == 422:
+        return problem_response(422, "all_rejected", "every event in the batch was rejected", **result.summary())
+    return JSONResponse(result.summary(), status_code=status)

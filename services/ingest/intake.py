@@ -1,0 +1,157 @@
+"""From raw input to stored events: decode, validate, authorise, store; every rejection with a reason.
+
+Shared by every way events come in (HTTP today, Kafka and the portal's payloads next), so the
+rules for what is accepted are written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.ingest.store import ACCEPTED, CONFLICT, DUPLICATE, DeadLetter, store_dead_letters, store_events
+from shared.db.raw import driver_connection
+from shared.events import DossierEvent, Reason, Rejection, validate_event
+from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED
+from shared.runtime import Runtime
+
+
+@dataclass
+class Item:
+    """One element of an incoming batch: its position, decoded value (or a rejection) and raw text."""
+
+    index: int
+    value: Any
+    raw: str
+    rejection: Rejection | None = None
+
+
+@dataclass
+class IntakeResult:
+    results: list[dict] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    new_seqs: list[int] = field(default_factory=list)
+    new_events: list[DossierEvent] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "results": self.results,
+        }
+
+
+def decode_ndjson(body: bytes) -> list[Item]:
+    items = []
+    for index, line in enumerate(l for l in body.splitlines() if l.strip()):
+        text = line.decode("utf-8", errors="replace")
+        try:
+            items.append(Item(index, orjson.loads(line), text))
+        except orjson.JSONDecodeError as exc:
+            items.append(Item(index, None, text, Rejection(Reason.INVALID_JSON, f"line is not JSON: {exc}")))
+    return items
+
+
+def decode_json(body: bytes) -> list[Item] | Rejection:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(Reason.INVALID_JSON, f"body is not JSON: {exc}")
+    values = value if isinstance(value, list) else [value]
+    return [Item(i, v, orjson.dumps(v).decode()) for i, v in enumerate(values)]
+
+
+def check_items(
+    items: list[Item], *, source: str, runtime: Runtime, allowed_units: tuple[str, ...] | None
+) -> list[DossierEvent | Rejection]:
+    """Validate each item; ``allowed_units`` None means any unit (admin keys, trusted topics)."""
+    max_bytes = runtime.settings.max_event_bytes
+    out: list[DossierEvent | Rejection] = []
+    for item in items:
+        if item.rejection is not None:
+            out.append(item.rejection)
+            continue
+        if len(item.raw.encode()) > max_bytes:
+            out.append(Rejection(Reason.TOO_LARGE, f"event is larger than {max_bytes} bytes"))
+            continue
+        checked = validate_event(item.value, source)
+        if isinstance(checked, DossierEvent):
+            if checked.unit_code not in runtime.units:
+                checked = Rejection(Reason.UNKNOWN_UNIT, f"unit {checked.unit_code!r} is not in the unit tree",
+                                    "unit_code")
+            elif allowed_units is not None and not runtime.units.is_within(checked.unit_code, allowed_units):
+                checked = Rejection(Reason.UNIT_NOT_ALLOWED,
+                                    f"this key may not post events for unit {checked.unit_code!r}", "unit_code")
+        out.append(checked)
+    return out
+
+
+async def intake(
+    runtime: Runtime,
+    items: list[Item],
+    *,
+    source: str,
+    transport: str,
+    allowed_units: tuple[str, ...] | None,
+    enqueue: bool,
+) -> IntakeResult:
+    """Validate and durably store a batch in one transaction; rejected items go to the dead letters."""
+    checked = check_items(items, source=source, runtime=runtime, allowed_units=allowed_units)
+    good_positions = [i for i, c in enumerate(checked) if isinstance(c, DossierEvent)]
+    good = [checked[i] for i in good_positions]
+    result = IntakeResult()
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        outcomes, seqs = await store_events(apg, good, transport=transport, enqueue=enqueue)  # type: ignore[arg-type]
+        by_position = dict(zip(good_positions, outcomes))
+        letters = []
+        for position, (item, check) in enumerate(zip(items, checked)):
+            entry: dict[str, Any] = {"index": item.index}
+            if isinstance(check, DossierEvent):
+                entry["event_id"] = check.event_id
+                outcome = by_position[position]
+                if outcome == CONFLICT:
+                    check = Rejection(Reason.CONFLICT, "a different event was already accepted under this event_id; "
+                                      "the first one stands", "event_id")
+                else:
+                    entry["status"] = outcome
+                    if outcome == ACCEPTED:
+                        result.accepted += 1
+                        result.new_events.append(check)
+                    else:
+                        result.duplicates += 1
+                    result.results.append(entry)
+                    continue
+            elif isinstance(item.value, dict) and isinstance(item.value.get("event_id"), str):
+                entry["event_id"] = item.value["event_id"]
+            entry.update(status="rejected", **check.as_dict())
+            result.rejected += 1
+            result.results.append(entry)
+            letters.append(DeadLetter(transport=transport, reason=check.reason, detail=check.detail, raw=item.raw,
+                                      source=source, event_index=item.index, event_id=entry.get("event_id")))
+            EVENTS_REJECTED.labels(transport, check.reason).inc()
+        await store_dead_letters(apg, letters)
+    result.new_seqs = seqs
+    EVENTS_ACCEPTED.labels(transport).inc(result.accepted)
+    EVENTS_DUPLICATE.labels(transport).inc(result.duplicates)
+    if enqueue and seqs:
+        runtime.events_waiting.set()
+    return result
+
+
+async def dead_letter_body(runtime: Runtime, *, source: str, transport: str, rejection: Rejection, raw: bytes) -> None:
+    """Keep a whole rejected body (not JSON at all, or too large) with its reason."""
+    EVENTS_REJECTED.labels(transport, rejection.reason).inc()
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        await store_dead_letters(apg, [DeadLetter(transport=transport, reason=rejection.reason,
+                                                   detail=rejection.detail, raw=raw.decode("utf-8", "replace"),
+                                                   source=source)])
+
+
+__all__ = ["Item", "IntakeResult", "decode_json", "decode_ndjson", "intake", "dead_letter_body", "DUPLICATE"]

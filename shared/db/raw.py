@@ -1,0 +1,23 @@
+"""The asyncpg connection under a SQLAlchemy connection, for hot-path statements (arrays, COPY).
+
+It runs inside the SQLAlchemy transaction, so one commit still covers everything. SQLAlchemy's
+asyncpg dialect installs the jsonb codec: parameters go in as JSON text (:func:`jsonb`), results
+come back decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+def jsonb(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()

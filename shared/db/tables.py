@@ -1,0 +1,129 @@
+"""The schema, as SQLAlchemy Core tables. Migrations (``migrations/``) are the only way it changes."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("parent_code", String(64), nullable=True, index=True),
+    Column("e_certified_copy", Boolean, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Every accepted event, kept so each dossier's state can be re-derived; (source, event_id) is the
+# idempotency key.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger, Identity(always=False), primary_key=True),
+    Column("source", String(128), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("dossier_code", String(64), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("transport", String(16), nullable=False),
+    Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
+    Index("ix_events_dossier_code", "dossier_code"),
+)
+
+# Events accepted over HTTP (no Kafka) and not yet applied to the counters.
+pending_events = Table(
+    "pending_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+)
+
+# Each dossier's derived facts and the contribution it last made to the counters.
+dossiers = Table(
+    "dossiers",
+    metadata,
+    Column("dossier_code", String(64), primary_key=True),
+    Column("unit_code", String(64), nullable=False),
+    Column("procedure_code", String(64), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=True),
+    Column("received_month", String(7), nullable=True),
+    Column("channel", SmallInteger, nullable=True),
+    Column("due_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("supplement_count", SmallInteger, nullable=False, server_default="0"),
+    Column("overdue_steps", SmallInteger, nullable=False, server_default="0"),
+    # True/False when on time is settled whatever the clock says; NULL while it depends on the clock.
+    Column("overdue_fixed", Boolean, nullable=True),
+    Column("overdue_reason", String(32), nullable=True),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("deadline_passed", Boolean, nullable=False, server_default=text("false")),
+    Column("no_deadline", Boolean, nullable=False, server_default=text("false")),
+    Column("contribution", JSONB, nullable=True),
+    Column("attributes", JSONB, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_dossiers_unit_month", "unit_code", "received_month"),
+    Index(
+        "ix_dossiers_deadline_pending",
+        "deadline",
+        postgresql_where=text("deadline IS NOT NULL AND NOT deadline_passed"),
+    ),
+)
+
+# Maintained counters: one row per unit × procedure ('*' = all) × period (month, quarter, year) × metric.
+counters = Table(
+    "counters",
+    metadata,
+    Column("unit_code", String(64), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("procedure_code", String(64), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("source", String(128), nullable=True),
+    Column("transport", String(16), nullable=False),
+    Column("reason", String(32), nullable=False, index=True),
+    Column("detail", Text, nullable=False),
+    Column("event_index", Integer, nullable=True),
+    Column("event_id", String(128), nullable=True),
+    Column("kafka_topic", String(255), nullable=True),
+    Column("kafka_partition", Integer, nullable=True),
+    Column("kafka_offset", BigInteger, nullable=True),
+    Column("raw", Text, nullable=False),
+)

@@ -1,0 +1,30 @@
+"""Prometheus metrics of every service (one registry per process; served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+EVENTS_ACCEPTED = Counter("dvc766_events_accepted_total", "Events accepted (new)", ["transport"])
+EVENTS_DUPLICATE = Counter("dvc766_events_duplicate_total", "Events already known (same source, id, body)", ["transport"])
+EVENTS_REJECTED = Counter("dvc766_events_rejected_total", "Events rejected, by reason", ["transport", "reason"])
+EVENTS_APPLIED = Counter("dvc766_events_applied_total", "Events applied to the counters")
+DOSSIERS_RECOMPUTED = Counter("dvc766_dossiers_recomputed_total", "Dossier states re-derived")
+APPLY_SECONDS = Histogram(
+    "dvc766_apply_batch_seconds",
+    "Time to apply one batch to dossier state and counters (one transaction)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+APPLY_BATCH_SIZE = Histogram(
+    "dvc766_apply_batch_events", "Events in one applied batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000)
+)
+DOSSIERS_OPEN = Gauge("dvc766_dossiers_open", "Received dossiers not yet finished")
+DOSSIERS_OPEN_OVERDUE = Gauge("dvc766_dossiers_open_overdue", "Open dossiers past their deadline now")
+DEADLINES_CROSSED = Counter("dvc766_deadlines_crossed_total", "Open dossiers turned overdue by the clock alone")
+PENDING_EVENTS = Gauge("dvc766_pending_events", "Accepted events waiting to be applied (database queue)")
+SECONDS_SINCE_LAST_APPLY = Gauge("dvc766_seconds_since_last_applied_event", "Seconds since an event was last applied")
+HTTP_REQUESTS = Counter("dvc766_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("dvc766_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

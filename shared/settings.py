@@ -1,0 +1,125 @@
+"""All settings of dvc766, in one typed place (environment prefix ``DVC766_``, and a ``.env`` file)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["source", "reader", "admin"]
+
+
+class ApiKey(BaseModel):
+    """One configured API key: ``{"role": "source", "source": "igate-h44", "units": ["H44"]}``."""
+
+    role: Role
+    source: str | None = None  # the event source recorded for events posted with this key
+    units: list[str] = Field(default_factory=list)  # units (and their subtrees) a source key may post for
+    name: str | None = None
+
+
+class CalendarSettings(BaseModel):
+    """Working-day calendar: Vietnam's public holidays plus what the government announces each year."""
+
+    extra_days_off: list[dt.date] = Field(default_factory=list)
+    make_up_days: list[dt.date] = Field(default_factory=list)  # ngày làm bù (Saturdays worked)
+    # Working hours as "HH:MM-HH:MM" windows; 8 hours a day by default.
+    work_hours: list[str] = Field(default_factory=lambda: ["07:00-11:30", "13:30-17:00"])
+    first_year: int = 2015
+    last_year: int = 2040
+
+
+class PolicySettings(BaseModel):
+    """Every rule the spec marks *(policy)*: named, never hard-coded."""
+
+    # Due time used for the on-time test: the one carried at receipt, or the latest one received.
+    due_time: Literal["received", "latest"] = "received"
+    # Denominator of 3.3: all dossiers received, or only those of procedures with an online service.
+    online_ratio_denominator: Literal["all_received", "online_procedures"] = "all_received"
+    # Denominator of 4.1: all dossiers received (the portal), or only those whose procedure yields a result.
+    e_result_denominator: Literal["all_received", "result_required"] = "all_received"
+    # Scoring of 4.2: linear (the portal) or capped at 0.8 (a guidance document).
+    digitisation_scoring: Literal["linear", "cap_0_8"] = "linear"
+    # Rating bands of the total: minimum score for each rating, highest first.
+    rating_bands: list[tuple[float, str]] = Field(
+        default_factory=lambda: [
+            (90.0, "Xuất sắc"),
+            (80.0, "Tốt"),
+            (70.0, "Khá"),
+            (50.0, "Trung bình"),
+            (0.0, "Yếu"),
+        ]
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DVC766_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "production"] = "development"
+
+    # Store. Absent: an embedded PostgreSQL is started in ``data_dir``.
+    database_url: str | None = None
+    data_dir: Path = Path(".dvc766")
+    db_pool_size: int = 10
+
+    # Kafka. Absent: no Kafka; events go through the database.
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "dossier-events"
+    kafka_dead_letter_topic: str = "dossier-events-dead-letters"
+    kafka_group_id: str = "dvc766-indicators"
+    kafka_source: str = "kafka"  # the source recorded for events read from the topic
+    kafka_idempotent_producer: bool = True
+
+    # Auth.
+    api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+
+    # Units tree (JSON or CSV with code, name, level, parent), loaded at start.
+    units_file: Path | None = None
+
+    # HTTP.
+    host: str = "127.0.0.1"
+    port: int = 8766
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_events: int = 1000
+    max_event_bytes: int = 64 * 1024
+
+    # Indicators worker.
+    apply_batch_size: int = 5000
+    apply_idle_poll_seconds: float = 0.2
+    # How often open dossiers are checked for a deadline the clock has crossed (the API shows it by then).
+    sweep_interval_seconds: float = 15.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Accept plain libpq URLs; SQLAlchemy needs the asyncpg driver named.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix):]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,144 @@
+"""The unit tree (indicators.md §5): codes, levels, parents. Pure: loading parses text, nothing else."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+LEVELS = ("MINISTRY", "PROVINCE", "DEPARTMENT", "DISTRICT", "COMMUNE")
+
+
+@dataclass(frozen=True)
+class Unit:
+    code: str
+    name: str
+    level: str
+    parent: str | None = None
+    e_certified_copy: bool | None = None
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "name": self.name, "level": self.level, "parent": self.parent}
+
+
+class UnitTree:
+    def __init__(self, units: Iterable[Unit] = ()) -> None:
+        self.units: dict[str, Unit] = {u.code: u for u in units}
+        self.children: dict[str, list[str]] = {}
+        for unit in self.units.values():
+            if unit.parent:
+                self.children.setdefault(unit.parent, []).append(unit.code)
+        for kids in self.children.values():
+            kids.sort()
+        self._subtrees: dict[str, tuple[str, ...]] = {}
+
+    def __contains__(self, code: str) -> bool:
+        return code in self.units
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def get(self, code: str) -> Unit | None:
+        return self.units.get(code)
+
+    def subtree(self, code: str) -> tuple[str, ...]:
+        """The unit and all its descendants."""
+        cached = self._subtrees.get(code)
+        if cached is None:
+            out, stack, seen = [], [code], set()
+            while stack:
+                current = stack.pop()
+                if current in seen:  # a cycle in bad input must not hang us
+                    continue
+                seen.add(current)
+                out.append(current)
+                stack.extend(reversed(self.children.get(current, [])))
+            cached = self._subtrees[code] = tuple(out)
+        return cached
+
+    def descendants(self, code: str, level: str | None = None) -> list[str]:
+        codes = [c for c in self.subtree(code) if c != code]
+        if level:
+            codes = [c for c in codes if self.units.get(c) and self.units[c].level == level]
+        return codes
+
+    def is_within(self, code: str, ancestors: Iterable[str]) -> bool:
+        """Whether ``code`` is one of ``ancestors`` or below one of them."""
+        targets = set(ancestors)
+        seen = set()
+        current: str | None = code
+        while current is not None and current not in seen:
+            if current in targets:
+                return True
+            seen.add(current)
+            unit = self.units.get(current)
+            current = unit.parent if unit else None
+        return False
+
+
+def normalise_level(level: str, parent_level: str | None) -> str:
+    level = (level or "").strip().upper()
+    if level == "PARENT":
+        return "PROVINCE"
+    # In the portal's data a provincial agency (sở, ban, ngành) carries PROVINCE under the province.
+    if level == "PROVINCE" and parent_level == "PROVINCE":
+        return "DEPARTMENT"
+    if level not in LEVELS:
+        raise ValueError(f"unknown unit level {level!r}; expected one of {', '.join(LEVELS)}")
+    return level
+
+
+def _truthy(value) -> bool | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "y")
+
+
+def parse_units(records: Iterable[dict]) -> list[Unit]:
+    """Build units from records with code, name, level, parent (portal CSV column names accepted too)."""
+    raw = []
+    for record in records:
+        code = (record.get("code") or record.get("departmentCode") or "").strip()
+        if not code:
+            raise ValueError(f"unit without a code: {record!r}")
+        raw.append(
+            {
+                "code": code,
+                "name": (record.get("name") or record.get("departmentName") or code).strip(),
+                "level": (record.get("level") or "").strip().upper(),
+                "parent": (record.get("parent") or record.get("parent_code") or "").strip() or None,
+                "e_certified_copy": _truthy(record.get("e_certified_copy")),
+            }
+        )
+    by_code = {r["code"]: r for r in raw}
+    # Portal files mark the province as PARENT and list the others under it without a parent column.
+    root = next((r["code"] for r in raw if r["level"] == "PARENT"), None)
+    units = []
+    for r in raw:
+        parent = r["parent"]
+        if parent is None and root and r["code"] != root:
+            parent = root
+        parent_level = by_code[parent]["level"] if parent in by_code else None
+        if parent_level == "PARENT":
+            parent_level = "PROVINCE"
+        units.append(Unit(r["code"], r["name"], normalise_level(r["level"], parent_level), parent, r["e_certified_copy"]))
+    return units
+
+
+def load_units_text(text: str, *, filename: str = "") -> list[Unit]:
+    stripped = text.lstrip("\ufeff").lstrip()
+    if filename.endswith(".json") or stripped.startswith(("[", "{")):
+        data = json.loads(stripped)
+        if isinstance(data, dict):
+            data = data.get("units", [])
+        return parse_units(data)
+    return parse_units(csv.DictReader(io.StringIO(stripped)))
+
+
+def load_units_file(path: Path) -> list[Unit]:
+    return load_units_text(Path(path).read_text(encoding="utf-8"), filename=str(path))
