@@ -10,10 +10,14 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 
 from services import admin, ops
+from services.api import feeds as api_feeds
 from services.api import http as api_http
+from services.api import portal as api_portal
+from services.api import snapshots as api_snapshots
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import QueueWorker
 from services.ingest import http as ingest_http
+from services.ingest import portal as ingest_portal
 from shared.auth import KeyRing, first_run_admin_key
 from shared.calendar import WorkingCalendar
 from shared.db.engine import create_engine, migrate, resolve_database_url
@@ -90,8 +94,12 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
     app.include_router(ops.router)
     if "ingest" in roles:
         app.include_router(ingest_http.router)
+        app.include_router(ingest_portal.router)  # the national portal's own payloads
     if "api" in roles:
         app.include_router(api_http.router)
+        app.include_router(api_feeds.router)  # catalogue, feedback, reported totals
+        app.include_router(api_snapshots.router)
+        app.include_router(api_portal.router)  # read side in the portal's shapes
         app.include_router(admin.router)
     return app
 

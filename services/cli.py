@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from shared.logs import configure_logging
@@ -22,6 +21,28 @@ def _serve(roles: tuple[str, ...], host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30)
 
 
+# Commands whose code lives with its service: each module offers ``add_arguments(parser)`` and
+# ``run(args) -> int``, and its docstring's first line is the help text.
+PLUGGED_COMMANDS = {
+    "replay": "services.indicators.replay",
+    "simulate": "services.simulator.cli",
+}
+
+
+def _plug(sub, name: str, module_name: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return  # not built yet
+        raise
+    parser = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="dvc766", description="QĐ 766 real-time indicators")
@@ -36,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--host", default=settings.host)
         p.add_argument("--port", type=int, default=settings.port)
     sub.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
+    for name, module in PLUGGED_COMMANDS.items():
+        _plug(sub, name, module)
     args = parser.parse_args(argv)
     configure_logging(settings.log_level, settings.log_json)
 
@@ -46,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         migrate_sync(url)
         print("migrations applied")
         return 0
+    if args.command in PLUGGED_COMMANDS:
+        return int(args.run(args) or 0)
     roles = {"serve": ("ingest", "indicators", "api")}.get(args.command, (args.command,))
     _serve(roles, args.host, args.port)
     return 0

@@ -1,0 +1,5 @@
+"""(placeholder: routes arrive with their issue)"""
+
+from fastapi import APIRouter
+
+router = APIRouter()
