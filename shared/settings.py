@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     kafka_group_id: str = "dvc766-indicators"
     kafka_source: str = "kafka"  # the source recorded for events read from the topic
     kafka_idempotent_producer: bool = True
+    # Kafka at scale (issue 3). An optional raw upstream topic that `dvc766 ingest` bridges into the
+    # canonical topic (absent: upstream systems write to `kafka_topic` directly).
+    kafka_upstream_topic: str | None = None
+    kafka_create_topics: bool = True  # create missing topics at start (partitions below, replication 1)
+    kafka_partitions: int = 6
+    kafka_poll_timeout_ms: int = 500
+    kafka_max_batch_records: int = 5000  # messages applied in one transaction, at most
+    kafka_session_timeout_ms: int = 10000
+    kafka_heartbeat_interval_ms: int = 3000
+    kafka_max_poll_interval_ms: int = 300000
+    kafka_request_timeout_ms: int = 30000
+    kafka_linger_ms: int = 5
 
     # Auth.
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)

@@ -127,3 +127,17 @@ dead_letters = Table(
     Column("kafka_offset", BigInteger, nullable=True),
     Column("raw", Text, nullable=False),
 )
+
+# Kafka consumer offsets, committed with the counters (migration 0002). ``epoch`` fences a worker
+# that lost its partition: every assignment bumps it, and a batch commits only under its own epoch.
+kafka_offsets = Table(
+    "kafka_offsets",
+    metadata,
+    Column("group_id", String(255), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
+    Column("owner", String(255), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
