@@ -44,6 +44,24 @@ class PolicySettings(BaseModel):
     e_result_denominator: Literal["all_received", "result_required"] = "all_received"
     # Scoring of 4.2: linear (the portal) or capped at 0.8 (a guidance document).
     digitisation_scoring: Literal["linear", "cap_0_8"] = "linear"
+    # TTTT group score: the sum of the rounded component scores 6A, min(2, 2.5B), min(2, 2.5C) (§6; matches
+    # 162 of the 164 published rows exactly, the other two by 0.01), or that formula unrounded, rounded once
+    # (111 of 164 exactly, all within 0.015).
+    payment_group_score: Literal["portal_formula", "sum_of_components"] = "sum_of_components"
+    # 3.6 counts in the period of the processing start; a fee-bearing dossier never put in processing
+    # (no status 4) counts in its received period, or not at all.
+    payment_period_fallback: Literal["received", "exclude"] = "received"
+    # 4.3 for a unit that manages no commune (a department): full marks (the portal shows 100%) or no_data.
+    e_copy_without_communes: Literal["full", "no_data"] = "full"
+    # 5.3: which feedback items referencing a dossier count as "a complaint or a not-satisfied rating".
+    dossier_complaint_kinds: list[str] = Field(default_factory=lambda: ["received", "recomplained"])
+    # 1.1 / 1.2 deadlines in working days (events.md §5): province vs ministry.
+    publication_lead_days: int = 5
+    publication_lead_days_ministry: int = 20
+    made_public_lag_days: int = 5
+    made_public_lag_days_ministry: int = 10
+    # Early warning: how many working days ahead to look by default.
+    early_warning_days: int = 3
     # Rating bands of the total: minimum score for each rating, highest first.
     rating_bands: list[tuple[float, str]] = Field(
         default_factory=lambda: [

@@ -41,6 +41,28 @@ LATE_WITHOUT_APOLOGY = "late_without_apology"
 NO_DEADLINE = "no_deadline_flagged"
 RECEIVED_BY_CHANNEL = {1: "received_in_person", 2: "received_online", 3: "received_postal"}
 
+# Dossier attributes (events.md §2) counted in the received period (issue 4: components 1.4, 3.5, 4.x).
+SYNCED = "synced"  # 1.4
+E_RESULT = "e_result"  # 4.1
+RESULT_REQUIRED = "result_required"  # 4.1's denominator under the result_required policy
+E_RESULT_WHERE_REQUIRED = "e_result_where_required"
+DIGITIZED = "digitized"  # 4.2: components digitised, and an e-result where a result is required
+REUSED_DIGITIZED = "reused_digitized"  # 4.4
+FROM_DATA_STORE = "from_data_store"  # 4.5
+POPULATION_DATA = "population_data"  # 4.7 (and 4.6 per procedure)
+FEE_DATA = "fee_data"  # 3.5 per procedure
+# 3.6 counts in the period of the processing start (first status 4): a second anchor month.
+FEE_DOSSIERS = "fee_dossiers"
+PAID_ONLINE_DOSSIERS = "paid_online_dossiers"  # also 3.4 per procedure
+ATTRIBUTE_METRICS = {
+    "synced_to_portal": SYNCED,
+    "e_result": E_RESULT,
+    "reused_digitized": REUSED_DIGITIZED,
+    "from_data_store": FROM_DATA_STORE,
+    "population_data": POPULATION_DATA,
+    "fee_data": FEE_DATA,
+}
+
 CounterKey = tuple[str, str, str, str]  # unit, procedure, period, metric
 
 
@@ -54,9 +76,12 @@ class Contribution:
     open_deadline: dt.datetime | None = None
     deadline_passed: bool = False
     open_undetermined: bool = False
+    # Counts anchored on the processing start's month (3.6), when it differs from the received month's.
+    start_month: str | None = None
+    start_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "u": self.unit_code,
             "p": self.procedure_code,
             "r": self.received_month,
@@ -65,6 +90,10 @@ class Contribution:
             "x": self.deadline_passed,
             "o": self.open_undetermined,
         }
+        if self.start_counts:
+            out["s"] = self.start_month
+            out["sc"] = self.start_counts
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping | None) -> Contribution | None:
@@ -79,6 +108,8 @@ class Contribution:
             open_deadline=dt.datetime.fromisoformat(deadline) if deadline else None,
             deadline_passed=bool(data.get("x")),
             open_undetermined=bool(data.get("o")),
+            start_month=data.get("s"),  # absent in contributions stored before issue 4
+            start_counts=dict(data.get("sc") or {}),
         )
 
 
@@ -87,6 +118,8 @@ def contribution_of(
     timeliness: Timeliness,
     calendar: WorkingCalendar,
     now: dt.datetime,
+    *,
+    payment_period_fallback: str = "received",
 ) -> Contribution | None:
     """The compact contribution of a received dossier (None for one never received)."""
     if facts.received_at is None:
@@ -122,6 +155,36 @@ def contribution_of(
     else:
         open_undetermined = True
 
+    attributes = facts.attributes
+    for attribute, metric in ATTRIBUTE_METRICS.items():
+        if attributes.get(attribute) is True:
+            counts[metric] = 1
+    if attributes.get("result_required") is True:
+        counts[RESULT_REQUIRED] = 1
+        if attributes.get("e_result") is True:
+            counts[E_RESULT_WHERE_REQUIRED] = 1
+    if attributes.get("digitized") is True and (
+        attributes.get("result_required") is not True or attributes.get("e_result") is True
+    ):
+        counts[DIGITIZED] = 1
+
+    start_month = None
+    start_counts: dict[str, int] = {}
+    if attributes.get("fee_required") is True:
+        payment: dict[str, int] = {FEE_DOSSIERS: 1}
+        if attributes.get("paid_online") is True:
+            payment[PAID_ONLINE_DOSSIERS] = 1
+        received_month = periods_of(facts.received_at)[0]
+        if facts.processing_started_at is not None:
+            start_month = periods_of(facts.processing_started_at)[0]
+        elif payment_period_fallback == "received":
+            start_month = received_month
+        if start_month == received_month:
+            counts.update(payment)
+            start_month = None
+        elif start_month is not None:
+            start_counts = payment
+
     deadline = timeliness.deadline if open_undetermined else None
     return Contribution(
         unit_code=facts.unit_code,
@@ -131,6 +194,8 @@ def contribution_of(
         open_deadline=deadline,
         deadline_passed=bool(deadline is not None and now > deadline),
         open_undetermined=open_undetermined,
+        start_month=start_month,
+        start_counts=start_counts,
     )
 
 
@@ -156,6 +221,12 @@ def expand(contribution: Contribution) -> dict[CounterKey, int]:
         for procedure in (contribution.procedure_code, ALL_PROCEDURES):
             for metric, value in counts.items():
                 out[(unit, procedure, period, metric)] = value
+    if contribution.start_counts and contribution.start_month:
+        for period, _ in _periods_of_month(contribution.start_month):
+            for procedure in (contribution.procedure_code, ALL_PROCEDURES):
+                for metric, value in contribution.start_counts.items():
+                    key = (unit, procedure, period, metric)
+                    out[key] = out.get(key, 0) + value
     return out
 
 

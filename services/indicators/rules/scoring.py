@@ -13,6 +13,8 @@ from fractions import Fraction
 from typing import Literal
 
 from services.indicators.rules import counters as c
+from services.indicators.rules.catalogue import CatalogueCounts
+from services.indicators.rules.feedback import FeedbackCounts
 
 Rule = Literal["linear", "cap", "none"]
 Empty = Literal["zero", "full", "no_data"]
@@ -56,10 +58,10 @@ DECISION_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 F = Fraction
 COMPONENTS: tuple[ComponentDef, ...] = (
-    ComponentDef("1.1", "CKMB", "Tỷ lệ TTHC công bố đúng hạn", 6),
-    ComponentDef("1.2", "CKMB", "Tỷ lệ TTHC được cập nhật, công khai đúng hạn", 4),
-    ComponentDef("1.3", "CKMB", "Tỷ lệ TTHC công khai đầy đủ các bộ phận tạo thành", 2),
-    ComponentDef("1.4", "CKMB", "Tỷ lệ hồ sơ đồng bộ trạng thái lên Cổng DVCQG", 6),
+    ComponentDef("1.1", "CKMB", "Tỷ lệ TTHC công bố đúng hạn", 6, when_empty="no_data"),
+    ComponentDef("1.2", "CKMB", "Tỷ lệ TTHC được cập nhật, công khai đúng hạn", 4, when_empty="no_data"),
+    ComponentDef("1.3", "CKMB", "Tỷ lệ TTHC công khai đầy đủ các bộ phận tạo thành", 2, when_empty="no_data"),
+    ComponentDef("1.4", "CKMB", "Tỷ lệ hồ sơ đồng bộ trạng thái lên Cổng DVCQG", 6, when_empty="no_data"),
     ComponentDef("2.1", "TDGQ", "Tỷ lệ hồ sơ xử lý trước hạn, đúng hạn", 20),
     ComponentDef("2.2", "TDGQ", "Thời gian giải quyết trung bình", 0, rule="none"),
     ComponentDef("3.1", "CLGQ", "Tỷ lệ TTHC cung cấp dịch vụ công trực tuyến", 2, "cap", F(4, 5)),
@@ -70,13 +72,14 @@ COMPONENTS: tuple[ComponentDef, ...] = (
         "3.5", "TTTT", "TTHC có nghĩa vụ tài chính được tích hợp thanh toán trực tuyến", 2, "cap", F(4, 5)
     ),
     ComponentDef("3.6", "TTTT", "Tỷ lệ hồ sơ thanh toán trực tuyến", 6),
-    ComponentDef("4.1", "MDSH", "Tỷ lệ hồ sơ cấp kết quả điện tử", 6),
-    ComponentDef("4.2", "MDSH", "Tỷ lệ hồ sơ thực hiện số hóa", 4),
-    ComponentDef("4.3", "MDSH", "Tỷ lệ cung cấp dịch vụ chứng thực bản sao điện tử", 2),
-    ComponentDef("4.4", "MDSH", "Tỷ lệ hồ sơ khai thác, sử dụng lại dữ liệu số hóa", 2, "cap", F(4, 5)),
-    ComponentDef("4.5", "MDSH", "Tỷ lệ hồ sơ số hóa kết nối, chia sẻ dữ liệu", 4),
-    ComponentDef("4.6", "MDSH", "Tỷ lệ TTHC kết nối, chia sẻ dữ liệu dân cư", 2),
-    ComponentDef("4.7", "MDSH", "Tỷ lệ hồ sơ sử dụng dữ liệu dân cư", 2),
+    ComponentDef("4.1", "MDSH", "Tỷ lệ hồ sơ cấp kết quả điện tử", 6, when_empty="no_data"),
+    ComponentDef("4.2", "MDSH", "Tỷ lệ hồ sơ thực hiện số hóa", 4, when_empty="no_data"),
+    ComponentDef("4.3", "MDSH", "Tỷ lệ cung cấp dịch vụ chứng thực bản sao điện tử", 2, when_empty="full"),
+    ComponentDef("4.4", "MDSH", "Tỷ lệ hồ sơ khai thác, sử dụng lại dữ liệu số hóa", 2, "cap", F(4, 5),
+                 when_empty="no_data"),
+    ComponentDef("4.5", "MDSH", "Tỷ lệ hồ sơ số hóa kết nối, chia sẻ dữ liệu", 4, when_empty="no_data"),
+    ComponentDef("4.6", "MDSH", "Tỷ lệ TTHC kết nối, chia sẻ dữ liệu dân cư", 2, when_empty="no_data"),
+    ComponentDef("4.7", "MDSH", "Tỷ lệ hồ sơ sử dụng dữ liệu dân cư", 2, when_empty="no_data"),
     ComponentDef("5.1", "MDHL", "Tỷ lệ PAKN xử lý đúng hạn", 6, when_empty="full"),
     ComponentDef("5.2", "MDHL", "Tỷ lệ hài lòng xử lý PAKN", 6, when_empty="full"),
     ComponentDef("5.3", "MDHL", "Tỷ lệ hài lòng tiếp nhận, giải quyết TTHC", 6, "cap", F(9, 10)),
@@ -105,6 +108,7 @@ class ComponentScore:
     denominator: int | None
     ratio: float | None  # percentage, 2 decimals (2.2: mean working days)
     score: float
+    exact: Fraction = Fraction(0)  # the unrounded score (the portal's TTTT formula sums these)
 
     def as_dict(self) -> dict:
         return {
@@ -130,14 +134,14 @@ def score_component(definition: ComponentDef, measure: Measure | None) -> Compon
         if definition.when_empty == "no_data":
             return ComponentScore(definition, "no_data", _plain(num), 0, None, 0.0)
         score = float(definition.max) if definition.when_empty == "full" else 0.0
-        return ComponentScore(definition, "ok", _plain(num), 0, None if score else 0.0, score)
+        return ComponentScore(definition, "ok", _plain(num), 0, 100.0 if score else 0.0, score, Fraction(int(score)))
     ratio = Fraction(num) / den
     if definition.rule == "cap":
         assert definition.cap is not None
         exact = min(Fraction(definition.max), definition.max * ratio / definition.cap)
     else:
         exact = definition.max * ratio
-    return ComponentScore(definition, "ok", _plain(num), den, round_half_up(100 * ratio), round_half_up(exact))
+    return ComponentScore(definition, "ok", _plain(num), den, round_half_up(100 * ratio), round_half_up(exact), exact)
 
 
 def _plain(value: int | Fraction) -> int | float:
@@ -176,17 +180,27 @@ def build_scorecard(
     rating_bands: list[tuple[float, str]],
     layout: Literal["portal", "decision"] = "portal",
     scoring_overrides: Mapping[str, ComponentDef] | None = None,
+    exact_groups: tuple[str, ...] = ("TTTT",),
 ) -> ScoreCard:
+    """Score every component, the six groups (or the decision's five) and the total.
+
+    A group listed in ``exact_groups`` is scored as the portal publishes TTTT: the exact component
+    scores summed, then rounded once; other groups are sums of the rounded component scores.
+    """
     definitions = {**COMPONENTS_BY_ID, **(scoring_overrides or {})}
     scored = {cid: score_component(definitions[cid], measures.get(cid)) for cid in definitions}
     portal_groups = []
     for group in GROUPS:
         members = [scored[d.id] for d in COMPONENTS if d.group == group.code]
+        if group.code in exact_groups:
+            group_score = round_half_up(sum((m.exact for m in members), Fraction(0)))
+        else:
+            group_score = round(sum(m.score for m in members), 2)
         portal_groups.append(
             {
                 "code": group.code,
                 "name": group.name,
-                "score": round(sum(m.score for m in members), 2),
+                "score": group_score,
                 "max": group.max,
                 "components": [m.as_dict() for m in members],
             }
@@ -225,6 +239,91 @@ def dossier_measures(counts: Mapping[str, int], *, seconds_per_day: int) -> dict
         "2.2": Measure(Fraction(counts.get(c.PROCESSING_WORKING_SECONDS, 0), seconds_per_day), completed),
         "3.3": Measure(counts.get("received_online", 0), received),
     }
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """Everything the 22 components are computed from, for one unit's subtree and one period.
+
+    ``counts``: the dossier counters summed over the subtree (counters.py). ``None`` for an input means
+    it was never fed (its components say ``no_data``).
+    """
+
+    counts: Mapping[str, int]
+    catalogue: CatalogueCounts | None = None
+    feedback: FeedbackCounts | None = None
+    reported_received: int | None = None
+    complaint_dossiers: int = 0  # received in the period, on time, with a complaint or a not-satisfied rating
+    communes: int | None = None  # communes in the subtree whose e-certified-copy offer is known
+    communes_e_copy: int = 0
+
+
+def measures_of(inputs: ScoreInputs, policy, *, seconds_per_day: int) -> dict[str, Measure | None]:
+    """Every component's exact numerator and denominator (policy: shared.settings.PolicySettings)."""
+    counts = inputs.counts
+    g = counts.get
+    received = g(c.RECEIVED, 0)
+    out: dict[str, Measure | None] = dict(dossier_measures(counts, seconds_per_day=seconds_per_day))
+    cat = inputs.catalogue
+    if policy.online_ratio_denominator == "online_procedures":
+        out["3.3"] = (
+            Measure(cat.online_in_online_procedures, cat.received_in_online_procedures) if cat is not None else None
+        )
+    out["1.4"] = Measure(g(c.SYNCED, 0), max(received, inputs.reported_received or 0))
+    out["3.6"] = Measure(g(c.PAID_ONLINE_DOSSIERS, 0), g(c.FEE_DOSSIERS, 0))
+    e_result_den = g(c.RESULT_REQUIRED, 0) if policy.e_result_denominator == "result_required" else received
+    out["4.1"] = Measure(g(c.E_RESULT_WHERE_REQUIRED if policy.e_result_denominator == "result_required"
+                           else c.E_RESULT, 0), e_result_den)
+    out["4.2"] = Measure(g(c.DIGITIZED, 0), received)
+    out["4.4"] = Measure(g(c.REUSED_DIGITIZED, 0), received)
+    out["4.5"] = Measure(g(c.FROM_DATA_STORE, 0), received)
+    out["4.7"] = Measure(g(c.POPULATION_DATA, 0), received)
+    out["5.3"] = Measure(max(0, g(c.ON_TIME, 0) - inputs.complaint_dossiers), received)
+    if cat is None:
+        for cid in ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6"):
+            out[cid] = None
+    else:
+        out["1.1"] = Measure(cat.published_on_time, cat.published)
+        out["1.2"] = Measure(cat.public_on_time, cat.due_public)
+        out["1.3"] = Measure(cat.complete, cat.procedures)
+        out["3.1"] = Measure(cat.online_procedures, cat.procedures)
+        out["3.2"] = Measure(cat.services_used, cat.services)
+        out["3.4"] = Measure(cat.paid_online_procedures, cat.fee_procedures)
+        out["3.5"] = Measure(cat.fee_data_procedures, cat.fee_procedures)
+        out["4.6"] = Measure(cat.population_procedures, cat.individual_procedures)
+    if inputs.communes is None:
+        out["4.3"] = None
+    elif inputs.communes == 0 and policy.e_copy_without_communes == "no_data":
+        out["4.3"] = None
+    else:
+        out["4.3"] = Measure(inputs.communes_e_copy, inputs.communes)
+    fb = inputs.feedback
+    out["5.1"] = Measure(fb.on_time, fb.items) if fb is not None else None
+    out["5.2"] = Measure(fb.satisfied, fb.items) if fb is not None else None
+    return out
+
+
+def definitions_for(policy) -> dict[str, ComponentDef]:
+    """Scoring overrides chosen by policy (4.2 linear, or capped at 0.8)."""
+    overrides = {}
+    if policy.digitisation_scoring == "cap_0_8":
+        base = COMPONENTS_BY_ID["4.2"]
+        overrides["4.2"] = ComponentDef(base.id, base.group, base.name, base.max, "cap", F(4, 5), base.when_empty)
+    return overrides
+
+
+def exact_groups_for(policy) -> tuple[str, ...]:
+    return ("TTTT",) if policy.payment_group_score == "portal_formula" else ()
+
+
+def score_inputs(inputs: ScoreInputs, policy, *, seconds_per_day: int, layout: str = "portal") -> ScoreCard:
+    return build_scorecard(
+        measures_of(inputs, policy, seconds_per_day=seconds_per_day),
+        rating_bands=policy.rating_bands,
+        layout=layout,  # type: ignore[arg-type]
+        scoring_overrides=definitions_for(policy),
+        exact_groups=exact_groups_for(policy),
+    )
 
 
 @dataclass
