@@ -16,6 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
+    if conn.in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its own first statement: start it now,
+        # or statements sent straight to asyncpg would each autocommit outside the caller's transaction.
+        adapted = raw.dbapi_connection
+        if getattr(adapted, "_transaction", True) is None and not getattr(adapted, "autocommit", False):
+            await adapted._start_transaction()  # noqa: SLF001
     return raw.driver_connection  # type: ignore[return-value]
 
 
