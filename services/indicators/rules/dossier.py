@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.calendar import WorkingCalendar
@@ -68,14 +68,38 @@ class DossierFacts:
         return self.due_at_received
 
 
+# Attribute marking a status only claimed, not reported (the national portal's whole-dossier snapshots
+# are known to send 5, 6 and 8 as 9): at the same instant, reported events come first and a claimed
+# status yields to the reported one.
+PROVISIONAL = "status_provisional"
+
+
+def _reconcile_claimed(events: list[HistoryEvent]) -> list[HistoryEvent]:
+    ordered = sorted(events, key=lambda e: (e.occurred_at, bool(e.attributes.get(PROVISIONAL)), e.seq))
+    if not any(e.attributes.get(PROVISIONAL) for e in ordered):
+        return ordered
+    reported: dict[dt.datetime, int] = {}
+    for event in ordered:
+        if not event.attributes.get(PROVISIONAL):
+            reported[event.occurred_at] = event.status
+    out = []
+    for event in ordered:
+        status = reported.get(event.occurred_at)
+        if event.attributes.get(PROVISIONAL) and status is not None and status != event.status:
+            event = replace(event, status=status)
+        out.append(event)
+    return out
+
+
 def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: WorkingCalendar) -> DossierFacts:
-    ordered = sorted(events, key=lambda e: (e.occurred_at, e.seq))
+    ordered = _reconcile_claimed(list(events))
     if not ordered:
         raise ValueError("a dossier needs at least one event")
 
     attributes: dict[str, Any] = {}
     for event in ordered:  # latest value (by occurred_at) wins
         attributes.update(event.attributes)
+    attributes.pop(PROVISIONAL, None)
 
     receipt_index = next((i for i, e in enumerate(ordered) if e.status == Status.RECEIVED), None)
     latest = ordered[-1]
