@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -31,7 +33,14 @@ def start_embedded_postgres(data_dir: Path) -> str:
     server = _embedded_servers.get(pgdata)
     if server is None:
         log.info("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
-        server = get_server(pgdata, cleanup_mode="stop")
+        try:
+            server = get_server(pgdata, cleanup_mode="stop")
+        except (OSError, subprocess.SubprocessError) as exc:
+            # First start on a machine creates a system user and a socket directory; a second process
+            # doing the same at that moment can make pg_ctl fail once. Try again before giving up.
+            log.warning("embedded PostgreSQL did not start; retrying once", extra={"error": repr(exc)})
+            time.sleep(2)
+            server = get_server(pgdata, cleanup_mode="stop")
         _embedded_servers[pgdata] = server
     uri = server.get_uri("postgres")  # type: ignore[attr-defined]
     return uri.replace("postgresql://", "postgresql+asyncpg://", 1).replace("postgres:@", "postgres@", 1)

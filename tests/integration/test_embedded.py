@@ -1,0 +1,40 @@
+"""The newcomer's default: no DVC766_DATABASE_URL, so a real PostgreSQL starts from the embedded wheel."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_migrate_on_the_embedded_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DVC766_DATABASE_URL"}
+    env["DVC766_DATA_DIR"] = str(tmp_path / "data")
+    script = (
+        "from services.cli import main; import sys; code = main(['migrate']);"
+        "from shared.db.engine import resolve_database_url; from shared.settings import get_settings;"
+        "print('URL', resolve_database_url(get_settings())); sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "pgdata" / "PG_VERSION").exists()
+    url = next(line for line in result.stdout.splitlines() if line.startswith("URL ")).split(" ", 1)[1]
+    assert "host=" in url  # a unix socket in the data directory, no TCP port taken
+    # The process stopped its server at exit; start it again as the next `dvc766 serve` would.
+    code = (
+        "import asyncio, asyncpg\n"
+        "from pathlib import Path\n"
+        "from shared.db.engine import start_embedded_postgres\n"
+        f"url = start_embedded_postgres(Path({str(tmp_path / 'data')!r})).replace('+asyncpg', '')\n"
+        "async def q():\n"
+        "    c = await asyncpg.connect(url)\n"
+        "    v = await c.fetchval('SELECT count(*) FROM alembic_version')\n"
+        "    await c.close()\n"
+        "    return v\n"
+        "print('VERSIONS', asyncio.run(q()))\n"
+    )
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "VERSIONS 1" in again.stdout
