@@ -16,6 +16,7 @@ from services.api.queries import (
     subtree_counts,
     unit_counts,
 )
+from services.api.score_context import load_context
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
@@ -69,8 +70,11 @@ async def get_scores(
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         per_unit = await unit_counts(apg, subtree, chosen.key)
+        context = await load_context(apg, runtime.units, unit.code, chosen, now=utcnow(),
+                                     policy=runtime.settings.policy, calendar=runtime.calendar, per_unit=per_unit)
     counts = subtree_counts(runtime.units, unit.code, per_unit)
-    card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, layout)
+    card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, layout,
+                         inputs=context.inputs_for(unit.code))
     return {
         "unit": unit.as_dict(),
         "period": chosen.key,
@@ -103,10 +107,13 @@ async def list_scores(
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         per_unit = await unit_counts(apg, tree.subtree(parent), chosen.key)
+        context = await load_context(apg, tree, parent, chosen, now=utcnow(), policy=runtime.settings.policy,
+                                     calendar=runtime.calendar, per_unit=per_unit)
     rows = []
     for code in members:
         counts = subtree_counts(tree, code, per_unit)
-        card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal")
+        card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal",
+                             inputs=context.inputs_for(code))
         rows.append(
             {
                 "unit": tree.units[code].as_dict(),

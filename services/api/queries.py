@@ -9,7 +9,14 @@ from collections.abc import Iterable
 import asyncpg
 
 from services.indicators.rules.counters import ALL_PROCEDURES
-from services.indicators.rules.scoring import CounterView, ScoreCard, build_scorecard, dossier_measures
+from services.indicators.rules.scoring import (  # noqa: F401 (dossier_measures: re-exported)
+    CounterView,
+    ScoreCard,
+    ScoreInputs,
+    build_scorecard,
+    dossier_measures,
+    score_inputs,
+)
 from shared.settings import Settings
 from shared.timeutil import Period
 from shared.units import UnitTree
@@ -39,9 +46,20 @@ def subtree_counts(tree: UnitTree, code: str, per_unit: dict[str, dict[str, int]
     return dict(total)
 
 
-def scorecard_for(counts: dict[str, int], settings: Settings, seconds_per_day: int, layout: str) -> ScoreCard:
-    measures = dossier_measures(counts, seconds_per_day=seconds_per_day)
-    return build_scorecard(measures, rating_bands=settings.policy.rating_bands, layout=layout)  # type: ignore[arg-type]
+def scorecard_for(
+    counts: dict[str, int],
+    settings: Settings,
+    seconds_per_day: int,
+    layout: str,
+    *,
+    inputs: ScoreInputs | None = None,
+) -> ScoreCard:
+    """The whole score of one unit's subtree: all 22 components from ``inputs`` (see
+    services/api/score_context.py); with the dossier counters alone, the components fed by the
+    catalogue, feedback and reported totals say ``no_data``."""
+    if inputs is None:
+        inputs = ScoreInputs(counts=counts)
+    return score_inputs(inputs, settings.policy, seconds_per_day=seconds_per_day, layout=layout)
 
 
 def policies_in_force(settings: Settings) -> dict:
@@ -51,6 +69,14 @@ def policies_in_force(settings: Settings) -> dict:
         "online_ratio_denominator": policy.online_ratio_denominator,
         "e_result_denominator": policy.e_result_denominator,
         "digitisation_scoring": policy.digitisation_scoring,
+        "payment_group_score": policy.payment_group_score,
+        "payment_period_fallback": policy.payment_period_fallback,
+        "e_copy_without_communes": policy.e_copy_without_communes,
+        "dossier_complaint_kinds": list(policy.dossier_complaint_kinds),
+        "publication_lead_days": policy.publication_lead_days,
+        "publication_lead_days_ministry": policy.publication_lead_days_ministry,
+        "made_public_lag_days": policy.made_public_lag_days,
+        "made_public_lag_days_ministry": policy.made_public_lag_days_ministry,
         "rating_bands": [{"min": m, "rating": r} for m, r in policy.rating_bands],
     }
 

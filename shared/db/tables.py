@@ -6,11 +6,13 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Identity,
     Index,
     Integer,
     MetaData,
+    Numeric,
     SmallInteger,
     String,
     Table,
@@ -140,4 +142,76 @@ kafka_offsets = Table(
     Column("epoch", BigInteger, nullable=False, server_default="0"),
     Column("owner", String(255), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# --- Issue 4: feeds and snapshots (migration 0003) ---
+
+# The procedure catalogue, versioned by valid_from; a full replace writes tombstones (removed).
+procedures = Table(
+    "procedures",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("unit_code", String(64), nullable=False),
+    Column("procedure_code", String(64), nullable=False, index=True),
+    Column("valid_from", DateTime(timezone=True), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("field_code", String(64), nullable=True),
+    Column("field_name", Text, nullable=True),
+    Column("online_level", String(16), nullable=False, server_default="none"),
+    Column("online_services", Integer, nullable=False, server_default="0"),
+    Column("fee_required", Boolean, nullable=False, server_default=text("false")),
+    Column("for_individuals", Boolean, nullable=False, server_default=text("false")),
+    Column("result_required", Boolean, nullable=True),
+    Column("legal_days", Numeric(8, 2), nullable=True),
+    Column("decision_date", Date, nullable=True),
+    Column("legal_basis_effective_date", Date, nullable=True),
+    Column("made_public_date", Date, nullable=True),
+    Column("complete_parts", Boolean, nullable=True),
+    Column("removed", Boolean, nullable=False, server_default=text("false")),
+    Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("unit_code", "procedure_code", "valid_from", name="uq_procedures_unit_code"),
+)
+
+feedback_events = Table(
+    "feedback_events",
+    metadata,
+    Column("seq", BigInteger, Identity(always=False), primary_key=True),
+    Column("feedback_id", String(128), nullable=False),
+    Column("unit_code", String(64), nullable=False, index=True),
+    Column("dossier_code", String(64), nullable=True, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=True),
+    Column("rating", String(16), nullable=True),
+    Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("feedback_id", "kind", "occurred_at", name="uq_feedback_events_feedback_id"),
+)
+
+reported_totals = Table(
+    "reported_totals",
+    metadata,
+    Column("unit_code", String(64), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("received", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("period", String(7), nullable=False),
+    Column("label", Text, nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("policies", JSONB, nullable=True),
+)
+
+snapshot_scores = Table(
+    "snapshot_scores",
+    metadata,
+    Column("snapshot_id", BigInteger, primary_key=True),
+    Column("unit_code", String(64), primary_key=True),
+    Column("total", Numeric(6, 2), nullable=False),
+    Column("body", JSONB, nullable=False),
 )

@@ -113,7 +113,7 @@ def catalogue_counts(
     """Counts over the catalogue rows of a subtree (already filtered to the subtree, as of the period end).
 
     ``per_procedure`` holds the dossier counters of each (unit, procedure) for the period
-    (metrics ``received``, ``received_online``, ``paid_online``, ``fee_data``, ``population_data``).
+    (metrics ``received``, ``received_online``, ``paid_online_dossiers``, ``fee_data``, ``population_data``).
     """
     start_day = period_start.date()
     end_day = (period_end - dt.timedelta(microseconds=1)).date()
@@ -170,7 +170,7 @@ def catalogue_counts(
                 online_in_online += c.get("received_online", 0)
         if any(e.fee_required for e in entries):
             n["fee_procedures"] += 1
-            if used("paid_online"):
+            if used("paid_online_dossiers"):
                 n["paid_online_procedures"] += 1
             else:
                 miss("3.4", procedure, "no_online_payment")
