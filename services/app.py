@@ -65,6 +65,8 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
             worker = QueueWorker(rt, engine)
             worker.start(apply_queue=not settings.kafka_bootstrap_servers)
             background.append(worker)
+        if settings.kafka_bootstrap_servers:  # Kafka mode: topic in, offsets with the counters
+            background.extend(await _start_kafka(app, rt, engine, roles))
         refresher = None
         if "indicators" not in roles or len(roles) < len(ROLES):
             refresher = asyncio.create_task(_refresh_units(rt))
@@ -110,3 +112,44 @@ async def _refresh_units(runtime: Runtime, every: float = 30.0) -> None:
         await asyncio.sleep(every)
         with contextlib.suppress(Exception):
             await runtime.reload_units()
+
+
+async def _start_kafka(app: FastAPI, rt: Runtime, engine: IndicatorEngine, roles: tuple[str, ...]) -> list:
+    """Kafka mode. ingest: POST /v1/events produces to the topic (acks=all) before answering, and an
+    optional raw upstream topic is bridged in; indicators: the consumer-group worker that applies the
+    topic with its offsets in PostgreSQL. Returns what to stop, in order."""
+    from services.indicators.kafka import KafkaApplier
+    from services.ingest.kafka import KafkaPublisher, UpstreamBridge
+    from shared.kafka import client_ready, ensure_topics, make_producer
+
+    s = rt.settings
+    await ensure_topics(s, [s.kafka_topic, s.kafka_dead_letter_topic, s.kafka_upstream_topic or ""])
+    started: list = []
+    checks = []
+    if "ingest" in roles:
+        producer = make_producer(s)
+        await producer.start()
+        rt.producer = producer
+        app.state.publish_events = KafkaPublisher(producer)
+        if s.kafka_upstream_topic and s.kafka_upstream_topic != s.kafka_topic:
+            bridge = UpstreamBridge(rt, producer)
+            await bridge.start()
+            started.append(bridge)  # stops before the producer it uses
+        started.append(producer)
+        checks.append(client_ready(lambda: producer.client))
+    if "indicators" in roles:
+        applier = KafkaApplier(rt, engine)
+        await applier.start()
+        app.state.kafka_applier = applier
+        started.insert(0, applier)
+        checks.append(applier.ready)
+
+    async def kafka_ready() -> str:
+        for check in checks:
+            state = await check()
+            if state != "ok":
+                return state
+        return "ok"
+
+    app.state.kafka_ready = kafka_ready
+    return started

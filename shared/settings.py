@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
     kafka_max_poll_interval_ms: int = 300000
+    # How long the group waits for members to rejoin in a rebalance (absent: the session timeout).
+    kafka_rebalance_timeout_ms: int | None = None
     kafka_request_timeout_ms: int = 30000
     kafka_linger_ms: int = 5
 

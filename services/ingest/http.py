@@ -56,7 +56,7 @@ async def post_events(request: Request, who: Principal = Depends(source_or_admin
         raise Problem(413, "too_many_events", f"at most {settings.max_batch_events} events per request, "
                       f"got {len(items)}")
     allowed = None if who.role == "admin" else who.units
-    publisher = request.app.state.__dict__.get("publish_events")
+    publisher = getattr(request.app.state, "publish_events", None)  # State keeps attributes in _state
     if publisher is not None:  # Kafka mode: produce to the topic before answering
         result = await publisher(runtime, items, source=who.source, allowed_units=allowed)
     else:

@@ -1,0 +1,403 @@
+"""The indicators worker on the Kafka path: effectively-once application of the canonical topic.
+
+Workers of one consumer group share the topic's partitions. Each batch (``getmany``) is applied in
+ONE PostgreSQL transaction that holds everything it changes:
+
+1. the partitions' next offsets, compare-and-set on (epoch, offset the batch starts from) — taken
+   first, so the row locks serialise any two workers that believe they own a partition, and a
+   worker that lost its partition (its epoch was bumped by the new owner) fails before writing;
+2. the events, stored idempotently on (source, event_id) — redelivered and duplicated messages
+   count once;
+3. dossier state and counter deltas (``IndicatorEngine.recompute``);
+4. dead letters of the bad messages (not JSON, invalid, oversized) with reason, partition and
+   offset — also produced to the dead-letter topic — so a poison message costs only itself.
+
+Kafka's own committed offsets are never used (no auto-commit): on assignment the worker bumps the
+partition's epoch, reads the stored offset and seeks there. A crash anywhere leaves either the whole
+batch committed or none of it; the messages are then read again from the stored offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from services.indicators.engine import IndicatorEngine
+from services.ingest.intake import Item, check_items
+from services.ingest.store import ACCEPTED, CONFLICT, DeadLetter, store_dead_letters, store_events
+from shared.db.raw import driver_connection
+from shared.events import DossierEvent, Reason, Rejection
+from shared.kafka import (
+    KAFKA_DEAD_LETTERS,
+    KAFKA_FENCED,
+    KAFKA_LAG,
+    KAFKA_REBALANCES,
+    SOURCE_HEADER,
+    make_consumer,
+    make_producer,
+    member_name,
+)
+from shared.metrics import (
+    APPLY_BATCH_SIZE,
+    APPLY_SECONDS,
+    EVENTS_ACCEPTED,
+    EVENTS_APPLIED,
+    EVENTS_DUPLICATE,
+    EVENTS_REJECTED,
+    SECONDS_SINCE_LAST_APPLY,
+)
+from shared.runtime import Runtime
+from shared.timeutil import utcnow
+
+log = logging.getLogger("dvc766.indicators.kafka")
+TRANSPORT = "kafka"
+
+
+class Fenced(Exception):
+    """The stored offset or epoch of a partition is not the one this batch started from."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        super().__init__(f"partition {tp.topic}[{tp.partition}] moved on")
+        self.tp = tp
+
+
+@dataclass
+class Owned:
+    epoch: int
+    position: int  # next offset to apply, as stored
+
+
+@dataclass
+class Decoded:
+    """One message, decoded: an item to validate, or already a rejection."""
+
+    tp: TopicPartition
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    source: str
+    item: Item
+
+
+def _raw_text(value: bytes | None, limit: int) -> str:
+    if value is None:
+        return ""
+    # PostgreSQL text holds no NUL; keep the rest readable.
+    return value[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def decode_message(msg, *, default_source: str, max_bytes: int) -> Decoded:
+    """Decode one consumer record (pure): oversized and non-JSON messages become rejections."""
+    tp = TopicPartition(msg.topic, msg.partition)
+    source = default_source
+    for name, header in msg.headers or ():
+        if name == SOURCE_HEADER and header:
+            source = header.decode("utf-8", errors="replace")
+    value = msg.value
+    raw = _raw_text(value, max_bytes)
+    if value is None:
+        item = Item(msg.offset, None, raw, Rejection(Reason.INVALID_JSON, "empty message (no value)"))
+    elif len(value) > max_bytes:
+        item = Item(msg.offset, None, raw, Rejection(Reason.TOO_LARGE, f"message is larger than {max_bytes} bytes"))
+    else:
+        try:
+            item = Item(msg.offset, orjson.loads(value), raw)
+        except orjson.JSONDecodeError as exc:
+            item = Item(msg.offset, None, raw, Rejection(Reason.INVALID_JSON, f"message is not JSON: {exc}"))
+    return Decoded(tp, msg.offset, msg.key, value, source, item)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, applier: KafkaApplier) -> None:
+        self.applier = applier
+
+    async def on_partitions_revoked(self, revoked):
+        await self.applier.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        await self.applier.assign(assigned)
+
+
+class KafkaApplier:
+    """Consumes the canonical topic and applies it, batch by batch, until stopped."""
+
+    def __init__(self, runtime: Runtime, engine: IndicatorEngine, *, member: str | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.engine = engine
+        self.topic = self.settings.kafka_topic
+        self.group = self.settings.kafka_group_id
+        self.member = member or member_name()
+        self.owned: dict[TopicPartition, Owned] = {}
+        self.lock = asyncio.Lock()  # held by the batch in flight; a revocation waits for it
+        self.consumer = None
+        self.producer = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._last_applied = time.monotonic()
+        self.applied_batches = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        self.consumer = make_consumer(self.settings, group_id=self.group, client_id=f"dvc766-indicators-{self.member}")
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name="dvc766-kafka-apply")
+        log.info("kafka applier started", extra={"topic": self.topic, "group": self.group, "member": self.member})
+
+    async def stop(self) -> None:
+        """Finish the batch in flight (it commits whole), then leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        log.info("kafka applier stopped", extra={"member": self.member})
+
+    async def ready(self) -> str:
+        if self._task is None or self._task.done():
+            return "not running"
+        return "ok"
+
+    # -- rebalances --------------------------------------------------------------------------------
+
+    async def revoke(self, revoked) -> None:
+        async with self.lock:  # the batch in flight commits (or rolls back) first
+            for tp in revoked:
+                self.owned.pop(tp, None)
+                with contextlib.suppress(Exception):
+                    KAFKA_LAG.remove(tp.topic, str(tp.partition))
+
+    async def assign(self, assigned) -> None:
+        KAFKA_REBALANCES.labels(self.group).inc()
+        assigned = sorted(assigned)
+        async with self.lock:
+            claims: dict[TopicPartition, Owned] = {}
+            while True:
+                try:
+                    claims = await self._claim(assigned)
+                    break
+                except Exception:  # the store is away: retry, the group waits for us
+                    log.exception("claiming partitions failed; retrying")
+                    if self._stopping.is_set():
+                        return
+                    await asyncio.sleep(1.0)
+            for tp, owned in claims.items():
+                self.owned[tp] = owned
+                self.consumer.seek(tp, owned.position)
+                self.consumer.resume(tp)
+        log.info("partitions assigned", extra={"member": self.member,
+                                               "partitions": {tp.partition: o.position for tp, o in claims.items()}})
+
+    async def _claim(self, assigned: list[TopicPartition]) -> dict[TopicPartition, Owned]:
+        """Bump each assigned partition's epoch (fencing the previous owner) and read its offset."""
+        if not assigned:
+            return {}
+        async with self.runtime.engine.begin() as conn:
+            apg = await driver_connection(conn)
+            rows = await apg.fetch(
+                """INSERT INTO kafka_offsets AS k (group_id, topic, partition, next_offset, epoch, owner)
+                   SELECT $1, t, p, 0, 1, $4 FROM unnest($2::text[], $3::int[]) AS u(t, p)
+                   ORDER BY t, p
+                   ON CONFLICT (group_id, topic, partition)
+                   DO UPDATE SET epoch = k.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+                   RETURNING topic, partition, next_offset, epoch""",
+                self.group,
+                [tp.topic for tp in assigned],
+                [tp.partition for tp in assigned],
+                self.member,
+            )
+        return {TopicPartition(r["topic"], r["partition"]): Owned(r["epoch"], r["next_offset"]) for r in rows}
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        settings = self.settings
+        while not self._stopping.is_set():
+            try:
+                records = await self.consumer.getmany(
+                    timeout_ms=settings.kafka_poll_timeout_ms, max_records=settings.kafka_max_batch_records
+                )
+            except Exception:
+                log.exception("polling kafka failed; retrying")
+                await self._sleep(1.0)
+                continue
+            if records:
+                await self.apply(records)
+            SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
+            self._update_lag()
+
+    def _update_lag(self) -> None:
+        for tp, owned in list(self.owned.items()):
+            with contextlib.suppress(Exception):
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - owned.position))
+
+    async def apply(self, records: dict) -> int:
+        """Apply one fetched batch in one transaction; returns how many messages it covered."""
+        async with self.lock:
+            batch: dict[TopicPartition, list] = {}
+            for tp, messages in records.items():
+                owned = self.owned.get(tp)
+                if owned is None:
+                    continue  # revoked while the batch was fetched: the new owner reads it
+                fresh = [m for m in messages if m.offset >= owned.position]
+                if fresh:
+                    batch[tp] = fresh
+            if not batch:
+                return 0
+            started = time.perf_counter()
+            try:
+                counts = await self._apply_batch(batch)
+            except Fenced as fenced:
+                KAFKA_FENCED.inc()
+                log.warning("batch refused: partition moved on", extra={"partition": fenced.tp.partition,
+                                                                       "member": self.member})
+                await self._after_fenced(fenced.tp)
+                self._rewind(batch)
+                return 0
+            except Exception:  # the store or the broker went away mid-batch: nothing was committed
+                log.exception("applying a kafka batch failed; it will be read again")
+                self._rewind(batch)
+                await self._sleep(1.0)
+                return 0
+            for tp, messages in batch.items():
+                self.owned[tp].position = messages[-1].offset + 1
+        size = sum(len(m) for m in batch.values())
+        APPLY_SECONDS.observe(time.perf_counter() - started)
+        APPLY_BATCH_SIZE.observe(size)
+        EVENTS_APPLIED.inc(counts["applied"])
+        EVENTS_ACCEPTED.labels(TRANSPORT).inc(counts["accepted"])
+        EVENTS_DUPLICATE.labels(TRANSPORT).inc(counts["duplicates"])
+        for reason, n in counts["rejected"].items():
+            EVENTS_REJECTED.labels(TRANSPORT, reason).inc(n)
+            KAFKA_DEAD_LETTERS.labels(reason).inc(n)
+        self._last_applied = time.monotonic()
+        self.applied_batches += 1
+        return size
+
+    def _rewind(self, batch: dict) -> None:
+        """After a rolled-back batch, read its partitions again from the stored offsets."""
+        for tp in batch:
+            owned = self.owned.get(tp)
+            if owned is None:
+                continue
+            with contextlib.suppress(IllegalStateError, AssertionError, KeyError):
+                self.consumer.seek(tp, owned.position)
+
+    async def _after_fenced(self, tp: TopicPartition) -> None:
+        with contextlib.suppress(Exception):
+            async with self.runtime.engine.connect() as conn:
+                apg = await driver_connection(conn)
+                row = await apg.fetchrow(
+                    "SELECT next_offset, epoch FROM kafka_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                    self.group, tp.topic, tp.partition,
+                )
+            owned = self.owned.get(tp)
+            if row is None or owned is None:
+                return
+            if row["epoch"] != owned.epoch:  # another worker owns it now; our revocation is on its way
+                self.owned.pop(tp, None)
+                with contextlib.suppress(IllegalStateError):
+                    self.consumer.pause(tp)
+            else:
+                owned.position = row["next_offset"]
+
+    async def _apply_batch(self, batch: dict[TopicPartition, list]) -> dict:
+        settings = self.settings
+        decoded = [
+            decode_message(m, default_source=settings.kafka_source, max_bytes=settings.max_event_bytes)
+            for tp in sorted(batch)
+            for m in batch[tp]
+        ]
+        # Validate (grouped by source: events produced by our HTTP ingest carry their key's source).
+        checks: list[DossierEvent | Rejection] = [None] * len(decoded)  # type: ignore[list-item]
+        by_source: dict[str, list[int]] = {}
+        for i, d in enumerate(decoded):
+            by_source.setdefault(d.source, []).append(i)
+        for source, positions in by_source.items():
+            results = check_items([decoded[i].item for i in positions], source=source, runtime=self.runtime,
+                                  allowed_units=None)
+            for i, result in zip(positions, results):
+                checks[i] = result
+        good_positions = [i for i, c in enumerate(checks) if isinstance(c, DossierEvent)]
+        good: list[DossierEvent] = [checks[i] for i in good_positions]  # type: ignore[misc]
+
+        counts = {"applied": len(decoded), "accepted": 0, "duplicates": 0, "rejected": {}}
+        async with self.runtime.engine.begin() as conn:
+            apg = await driver_connection(conn)
+            for tp in sorted(batch):
+                owned = self.owned[tp]
+                moved = await apg.fetchval(
+                    """UPDATE kafka_offsets SET next_offset = $6, owner = $7, updated_at = now()
+                       WHERE group_id = $1 AND topic = $2 AND partition = $3 AND epoch = $4 AND next_offset = $5
+                       RETURNING 1""",
+                    self.group, tp.topic, tp.partition, owned.epoch, owned.position, batch[tp][-1].offset + 1,
+                    self.member,
+                )
+                if not moved:
+                    raise Fenced(tp)
+            outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False)
+            for i, outcome in zip(good_positions, outcomes):
+                if outcome == CONFLICT:
+                    checks[i] = Rejection(Reason.CONFLICT, "a different event was already accepted under this "
+                                          "event_id; the first one stands", "event_id")
+                elif outcome == ACCEPTED:
+                    counts["accepted"] += 1
+                else:
+                    counts["duplicates"] += 1
+            codes = [checks[i].dossier_code for i in good_positions if isinstance(checks[i], DossierEvent)]
+            await self.engine.recompute(apg, codes, utcnow())
+            letters = []
+            for d, check in zip(decoded, checks):
+                if isinstance(check, DossierEvent):
+                    continue
+                event_id = d.item.value.get("event_id") if isinstance(d.item.value, dict) else None
+                letters.append(DeadLetter(
+                    transport=TRANSPORT, reason=check.reason, detail=check.detail, raw=d.item.raw, source=d.source,
+                    event_id=event_id if isinstance(event_id, str) else None, kafka_topic=d.tp.topic,
+                    kafka_partition=d.tp.partition, kafka_offset=d.offset,
+                ))
+                counts["rejected"][check.reason] = counts["rejected"].get(check.reason, 0) + 1
+            if letters:
+                await self._produce_dead_letters(letters, decoded, checks)
+                await store_dead_letters(apg, letters)
+        return counts
+
+    async def _produce_dead_letters(self, letters: list[DeadLetter], decoded: list[Decoded], checks: list) -> None:
+        """Dead letters go to their topic before the batch commits (at least once there; once in the table)."""
+        max_bytes = self.settings.max_event_bytes
+        futures = []
+        for d, check in zip(decoded, checks):
+            if isinstance(check, DossierEvent):
+                continue
+            value = d.value[:max_bytes] if d.value is not None else b""
+            headers = [
+                ("reason", check.reason.encode()),
+                ("detail", check.detail.encode()[:1024]),
+                ("topic", d.tp.topic.encode()),
+                ("partition", str(d.tp.partition).encode()),
+                ("offset", str(d.offset).encode()),
+                ("source", d.source.encode()),
+            ]
+            futures.append(await self.producer.send(self.settings.kafka_dead_letter_topic, value=value,
+                                                    key=d.key, headers=headers))
+        await asyncio.gather(*futures)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
