@@ -45,11 +45,18 @@ async def store_events(
         if key not in first_index:
             first_index[key] = i
             unique.append(i)
+    # Sequence numbers are drawn in batch order (arrival order), but rows go into the unique index in
+    # key order: two concurrent batches sharing event ids (re-sent duplicates) then wait for each other
+    # instead of deadlocking.
     statement = """
-        WITH ins AS (
-            INSERT INTO events (source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
-            SELECT s, e, d, st, o, b, h, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[],
-                $5::timestamptz[], $6::jsonb[], $7::text[]) AS u(s, e, d, st, o, b, h)
+        WITH numbered AS (
+            SELECT u.*, nextval(pg_get_serial_sequence('events', 'seq')) AS seq
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::jsonb[],
+                $7::text[]) WITH ORDINALITY AS u(s, e, d, st, o, b, h, n)
+            ORDER BY n
+        ), ins AS (
+            INSERT INTO events (seq, source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
+            SELECT seq, s, e, d, st, o, b, h, $8 FROM numbered ORDER BY s, e
             ON CONFLICT (source, event_id) DO NOTHING
             RETURNING seq, source, event_id
         ){queue}

@@ -1,0 +1,80 @@
+"""HTTP ingest throughput: simulated events POSTed in 1,000-event batches to ``dvc766 ingest``.
+
+    .venv/bin/python bench/http_ingest.py --events 200000 --concurrency 4 [--command serve] [--profile]
+
+Starts the service as a subprocess against a fresh database on 127.0.0.1:5432, posts the first
+``--events`` events of the simulated province (JSON arrays prepared before the clock starts), and
+reports events/s, request latency percentiles, the service's peak RSS, and the ratio to PostgreSQL's
+own COPY of the same number of event rows (measured in the same run, unless --no-copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from common import (
+    base_parser,
+    fresh_database,
+    json_batches,
+    mib,
+    percentiles,
+    post_batches,
+    profiled,
+    report,
+    Service,
+    simulated_events,
+    table_counts,
+)
+from copy_baseline import measure_copy
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events to post (default 200,000)")
+    parser.add_argument("--scale", type=float, default=1.0, help="simulated province scale (default 1)")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--batch", type=int, default=1000, help="events per request (default 1,000)")
+    parser.add_argument("--command", default="ingest", choices=["ingest", "serve"],
+                        help="the service to run: ingest alone (default) or serve (ingest + worker + api)")
+    parser.add_argument("--timeout", type=float, default=300, help="stop posting after this many seconds")
+    parser.add_argument("--no-copy", action="store_true", help="skip the COPY baseline")
+    args = parser.parse_args()
+
+    lines = simulated_events(args.scale, limit=args.events)
+    bodies = json_batches(lines, args.batch)
+    with fresh_database("dvc766_bench_ingest") as url:
+        service = Service(args.command, url).start()
+        try:
+            with profiled(service.pid, f"http_ingest-{args.label or 'run'}", args.profile):
+                result = asyncio.run(post_batches(service.base_url, bodies, concurrency=args.concurrency,
+                                                  timeout=args.timeout))
+        finally:
+            peak = service.stop()
+        stored = asyncio.run(table_counts(url, "events", "dead_letters"))
+    copy = None if args.no_copy else measure_copy(lines[: result["events"]])
+    rate = result["events"] / result["seconds"]
+    lat = percentiles(result["latencies_ms"])
+    row = {
+        "label": args.label,
+        "service": f"dvc766 {args.command}",
+        "events": result["events"],
+        "accepted": result.get("accepted", 0),
+        "duplicates": result.get("duplicates", 0),
+        "rejected": result.get("rejected", 0),
+        "stored": stored["events"],
+        "seconds": round(result["seconds"], 2),
+        "events_per_s": round(rate),
+        "batch_p50_ms": round(lat.get("p50", 0), 1),
+        "batch_p99_ms": round(lat.get("p99", 0), 1),
+        "peak_rss_mib": mib(peak),
+        "copy_rows_per_s": copy["rows_per_s"] if copy else None,
+        "ratio_to_copy": round(rate / copy["rows_per_s"], 3) if copy else None,
+        "goal": ">= 20,000 events/s",
+    }
+    report(f"http_ingest{'-' + args.label if args.label else ''}", [row],
+           {"concurrency": args.concurrency, "batch": args.batch, "latency_ms": lat, "copy": copy},
+           title="HTTP ingest (1,000-event batches)")
+
+
+if __name__ == "__main__":
+    main()
