@@ -20,8 +20,11 @@ async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
         # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its own first statement: start it now,
         # or statements sent straight to asyncpg would each autocommit outside the caller's transaction.
         adapted = raw.dbapi_connection
-        if getattr(adapted, "_transaction", True) is None and not getattr(adapted, "autocommit", False):
-            await adapted._start_transaction()  # noqa: SLF001
+        if hasattr(adapted, "_start_transaction") and hasattr(adapted, "_transaction"):
+            if adapted._transaction is None and not getattr(adapted, "autocommit", False):  # noqa: SLF001
+                await adapted._start_transaction()  # noqa: SLF001
+        else:  # another SQLAlchemy version: any statement through SQLAlchemy sends the BEGIN
+            await conn.exec_driver_sql("SELECT 1")
     return raw.driver_connection  # type: ignore[return-value]
 
 
