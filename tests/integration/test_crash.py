@@ -1,0 +1,233 @@
+"""Crash safety of the Kafka path: real `dvc766 indicators` subprocesses killed with SIGKILL at random
+points, two workers with rebalances, PostgreSQL connections dropped mid-batch. Final counters must
+equal one clean run over the same stream (nothing lost, nothing counted twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from services.indicators.engine import IndicatorEngine
+from services.indicators.replay import check
+from shared.db.raw import driver_connection
+from shared.kafka import ensure_topics
+from tests.support.kafka import (
+    TansuBroker,
+    as_messages,
+    end_offsets,
+    free_port,
+    kafka_env,
+    kafka_settings,
+    live_counters,
+    make_stream,
+    produce,
+    reference_counters,
+    stored_offsets,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.slow
+DVC766 = str(Path(sys.executable).with_name("dvc766"))
+STREAM_DOSSIERS = 5000  # x 4 events = 20,000 events
+POISON = [b"\x00 not json", b'{"event_id": "p-1"}', b'{"event_id": "p-2", "dossier_code": "S000003", '
+          b'"unit_code": "H99", "procedure_code": "P", "status": 2, "occurred_at": "2026-08-03T08:00:00+07:00"}']
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = TansuBroker().start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+async def kafka_rt(clean_db, broker):
+    # Small batches: many transactions, so the kills land mid-stream and often mid-batch.
+    settings = kafka_settings(clean_db.settings, broker.bootstrap, kafka_max_batch_records=500)
+    await ensure_topics(settings, [settings.kafka_topic, settings.kafka_dead_letter_topic])
+    return dataclasses.replace(clean_db, settings=settings)
+
+
+class Worker:
+    """One `dvc766 indicators` process."""
+
+    def __init__(self, runtime, name: str) -> None:
+        self.env = kafka_env(runtime.settings, runtime.settings.database_url)
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix=f"dvc766-{self.name}-", suffix=".log", delete=False)
+        env = dict(self.env, DVC766_LOG_LEVEL="INFO")
+        self.proc = subprocess.Popen([DVC766, "indicators", "--port", str(self.port)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        return self
+
+    async def wait_ready(self, timeout: float = 30.0) -> dict:
+        """Until the worker answers /readyz (store and Kafka reachable); returns the checks."""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient() as client:
+            while loop.time() < deadline:
+                assert self.alive(), self.errors()
+                try:
+                    response = await client.get(f"http://127.0.0.1:{self.port}/readyz")
+                    if response.status_code == 200:
+                        return response.json()["checks"]
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("worker not ready")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self) -> str:
+        """SIGTERM: a graceful stop (uvicorn re-raises the signal once shut down); returns the log."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) in (0, -signal.SIGTERM)
+        return self.output()
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def errors(self) -> str:
+        return self.output()[-3000:] if self.proc and self.proc.poll() is not None else ""
+
+
+async def _stream(runtime) -> tuple[list[dict], dict[int, int]]:
+    s = runtime.settings
+    events = make_stream(STREAM_DOSSIERS)
+    messages = as_messages(events)
+    rng = random.Random(11)
+    duplicates = rng.sample(messages, 400)  # redelivered by an at-least-once upstream
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, messages[:10000])
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, [(b"S000003", p) for p in POISON])
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, messages[10000:] + duplicates)
+    ends = await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic, expected=len(messages) + 400 + 3)
+    assert sum(ends.values()) == len(messages) + 400 + 3
+    return events, ends
+
+
+async def _progress(runtime) -> int:
+    return sum((await stored_offsets(runtime, runtime.settings.kafka_group_id)).values())
+
+
+async def _wait_progress(runtime, at_least: int, workers: list[Worker], timeout: float = 60.0) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        done = await _progress(runtime)
+        if done >= at_least:
+            return done
+        for w in workers:
+            assert w.alive(), w.errors()
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no progress to {at_least} in {timeout}s")
+
+
+async def _assert_exactly_once(runtime, events: list[dict]) -> None:
+    s = runtime.settings
+    assert await live_counters(runtime) == reference_counters(runtime, events, s.kafka_source)
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        assert await apg.fetchval("SELECT count(*) FROM events") == len(events)
+        assert await apg.fetchval("SELECT count(*) FROM dossiers") == STREAM_DOSSIERS
+        letters = await apg.fetch("SELECT reason, kafka_partition, kafka_offset FROM dead_letters")
+    # Each poison message cost only itself, once, however often its batch was retried.
+    assert sorted(r["reason"] for r in letters) == ["invalid_json", "missing_field", "unknown_unit"]
+    assert len({(r["kafka_partition"], r["kafka_offset"]) for r in letters}) == 3
+    assert await check(runtime, IndicatorEngine(runtime.calendar, s.policy)) == []
+
+
+async def test_sigkill_at_random_points_then_restart(kafka_rt):
+    events, ends = await _stream(kafka_rt)
+    total = sum(ends.values())
+    rng = random.Random(os.environ.get("DVC766_CRASH_SEED", "766"))
+    kill_points = sorted(rng.sample(range(total // 10, total * 9 // 10), 3))
+    worker = Worker(kafka_rt, "w1").start()
+    kills = []
+    for point in kill_points:
+        reached = await _wait_progress(kafka_rt, point, [worker])
+        worker.kill()
+        kills.append(reached)
+        assert reached < total  # killed while the stream was still being consumed
+        worker = Worker(kafka_rt, "w1").start()
+    await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=worker.alive)
+    assert (await worker.wait_ready()) == {"database": "ok", "kafka": "ok"}
+    assert "kafka applier stopped" in worker.terminate()  # a graceful stop
+    assert len(kills) == 3, kills
+    await _assert_exactly_once(kafka_rt, events)
+
+
+async def test_two_workers_rebalance_and_a_kill(kafka_rt):
+    events, ends = await _stream(kafka_rt)
+    total = sum(ends.values())
+    first = Worker(kafka_rt, "a").start()
+    await _wait_progress(kafka_rt, total // 5, [first])
+    second = Worker(kafka_rt, "b").start()  # the group rebalances: partitions split between the two
+    await _wait_progress(kafka_rt, total // 2, [first, second])
+    owners = None
+    async with kafka_rt.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        owners = {r["owner"] for r in await apg.fetch("SELECT owner FROM kafka_offsets")}
+    first.kill()  # mid-stream: its partitions move to the survivor after the session timeout
+    await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=second.alive)
+    await second.wait_ready()
+    assert "kafka applier stopped" in second.terminate()
+    assert owners  # offsets were stored by the group's members
+    await _assert_exactly_once(kafka_rt, events)
+
+
+async def test_database_connections_dropped_mid_batch(kafka_rt):
+    events, ends = await _stream(kafka_rt)
+    total = sum(ends.values())
+    worker = Worker(kafka_rt, "w").start()
+    dropped = 0
+    for fraction in (0.2, 0.45, 0.7):
+        await _wait_progress(kafka_rt, int(total * fraction), [worker])
+        await asyncio.sleep(random.random() * 0.2)  # a random point within a batch
+        async with kafka_rt.engine.connect() as conn:
+            apg = await driver_connection(conn)
+            dropped += await apg.fetchval(
+                """SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND application_name = 'dvc766' AND backend_type = 'client backend'""")
+        await kafka_rt.engine.dispose()  # our own pooled connections were dropped as well
+    await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=worker.alive)
+    await worker.wait_ready()
+    log = worker.terminate()
+    assert "kafka applier stopped" in log
+    assert dropped >= 3
+    await _assert_exactly_once(kafka_rt, events)
+
+
+async def test_driver_statements_roll_back_with_the_batch(clean_db):
+    """The whole batch is one transaction: raw asyncpg statements roll back with it."""
+    with pytest.raises(RuntimeError):
+        async with clean_db.engine.begin() as conn:
+            apg = await driver_connection(conn)
+            await apg.execute("INSERT INTO kafka_offsets (group_id, topic, partition, next_offset) "
+                              "VALUES ('g', 't', 0, 5)")
+            raise RuntimeError("crash mid-batch")
+    async with clean_db.engine.connect() as conn:
+        assert await (await driver_connection(conn)).fetchval("SELECT count(*) FROM kafka_offsets") == 0
+
+
