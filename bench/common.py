@@ -212,8 +212,12 @@ def free_port() -> int:
 class Service:
     """``dvc766 <command>`` as a subprocess on 127.0.0.1 against ``database_url``; peak RSS sampled."""
 
-    def __init__(self, command: str, database_url: str, *, env: dict | None = None, port: int | None = None) -> None:
+    def __init__(self, command: str, database_url: str, *, env: dict | None = None, port: int | None = None,
+                 code: str | None = None) -> None:
+        """``code``: run the service from another checkout (e.g. a ``git worktree`` of the commit before an
+        optimisation), to compare both under the same load; default: this one (``DVC766_BENCH_CODE``)."""
         self.command = command
+        self.code = code or os.environ.get("DVC766_BENCH_CODE") or None
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = dict(
@@ -227,6 +231,8 @@ class Service:
         )
         self.env.pop("DVC766_KAFKA_BOOTSTRAP_SERVERS", None) if not (env or {}).get(
             "DVC766_KAFKA_BOOTSTRAP_SERVERS") else None
+        if self.code:
+            self.env["PYTHONPATH"] = str(Path(self.code).resolve())
         self.process: subprocess.Popen | None = None
         self.rss: PeakRSS | None = None
         self.log = RESULTS / f"service-{command}-{self.port}.log"
@@ -238,7 +244,7 @@ class Service:
         self._log_file = open(self.log, "wb")
         self.process = subprocess.Popen(
             [DVC766, self.command, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=self.env, cwd=self.code or ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
         )
         self.rss = PeakRSS(self.process.pid).start()
         deadline = time.monotonic() + timeout
@@ -252,14 +258,24 @@ class Service:
         self.stop()
         raise RuntimeError(f"dvc766 {self.command} not ready after {timeout}s: see {self.log}")
 
+    def cpu_now(self) -> float:
+        import psutil
+
+        with contextlib.suppress(psutil.Error, AttributeError):
+            times = psutil.Process(self.pid).cpu_times()
+            return times.user + times.system
+        return getattr(self, "cpu_seconds", 0.0)
+
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
     def stop(self) -> int:
-        """Stops the service (SIGTERM, then SIGKILL) and returns its peak RSS in bytes."""
+        """Stops the service (SIGTERM, then SIGKILL) and returns its peak RSS in bytes; ``cpu_seconds``
+        keeps the CPU time (user + system) it used, a figure other load on the machine barely moves."""
         peak = self.rss.stop() if self.rss else 0
+        self.cpu_seconds = self.cpu_now()
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

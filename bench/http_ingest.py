@@ -11,6 +11,7 @@ own COPY of the same number of event rows (measured in the same run, unless --no
 from __future__ import annotations
 
 import asyncio
+import os
 
 from common import (
     base_parser,
@@ -45,9 +46,11 @@ def main() -> None:
     with fresh_database("dvc766_bench_ingest") as url:
         service = Service(args.command, url).start()
         try:
+            cpu_before = service.cpu_now()
             with profiled(service.pid, f"http_ingest-{args.label or 'run'}", args.profile):
                 result = asyncio.run(post_batches(service.base_url, bodies, concurrency=args.concurrency,
                                                   timeout=args.timeout))
+            cpu = service.cpu_now() - cpu_before
         finally:
             peak = service.stop()
         stored = asyncio.run(table_counts(url, "events", "dead_letters"))
@@ -66,6 +69,9 @@ def main() -> None:
         "events_per_s": round(rate),
         "batch_p50_ms": round(lat.get("p50", 0), 1),
         "batch_p99_ms": round(lat.get("p99", 0), 1),
+        "service_cpu_us_per_event": round(cpu / result["events"] * 1e6, 1),
+        "events_per_service_cpu_s": round(result["events"] / cpu) if cpu else None,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "peak_rss_mib": mib(peak),
         "copy_rows_per_s": copy["rows_per_s"] if copy else None,
         "ratio_to_copy": round(rate / copy["rows_per_s"], 3) if copy else None,

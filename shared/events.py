@@ -128,8 +128,16 @@ class DossierEvent:
             out["attributes"] = dict(sorted(self.attributes.items()))
         return out
 
+    def encoded_body(self) -> bytes:
+        """:meth:`body` as JSON with sorted keys: computed once per event (it is hashed and stored)."""
+        encoded = self.__dict__.get("_encoded_body")
+        if encoded is None:
+            encoded = orjson.dumps(self.body(), option=orjson.OPT_SORT_KEYS)
+            object.__setattr__(self, "_encoded_body", encoded)  # a cache, not a field: eq and hash ignore it
+        return encoded
+
     def body_hash(self) -> str:
-        return hashlib.sha256(orjson.dumps(self.body(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        return hashlib.sha256(self.encoded_body()).hexdigest()[:32]
 
 
 def _iso(value: dt.datetime) -> str:

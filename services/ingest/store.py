@@ -69,7 +69,7 @@ async def store_events(
         [batch[i].dossier_code for i in unique],
         [batch[i].status for i in unique],
         [batch[i].occurred_at for i in unique],
-        [jsonb(batch[i].body()) for i in unique],
+        [batch[i].encoded_body().decode() for i in unique],  # jsonb as JSON text, encoded once per event
         [hashes[i] for i in unique],
         transport,
     )
