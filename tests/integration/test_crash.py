@@ -215,7 +215,7 @@ async def test_database_connections_dropped_mid_batch(kafka_rt):
     await worker.wait_ready()
     log = worker.terminate()
     assert "kafka applier stopped" in log
-    assert dropped >= 3
+    assert dropped >= 3 and "applying a kafka batch failed" in log  # some drops hit a batch in flight
     await _assert_exactly_once(kafka_rt, events)
 
 

