@@ -3,12 +3,14 @@ fencing of a worker that lost its partition."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import REGISTRY
 
 from services.app import create_app
 from services.indicators.engine import IndicatorEngine
@@ -47,6 +49,10 @@ async def kafka_rt(clean_db, broker):
     return dataclasses.replace(clean_db, settings=settings)
 
 
+def _metric(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def _fetch(runtime, sql, *args):
     async with runtime.engine.connect() as conn:
         return await (await driver_connection(conn)).fetch(sql, *args)
@@ -73,12 +79,23 @@ async def test_consumes_dedupes_and_dead_letters_poison(kafka_rt):
     ends = await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic)
     assert sum(ends.values()) == len(good) + 25 + 6
 
+    before = {r: _metric("dvc766_kafka_dead_letters_total", reason=r) for r in ("invalid_json", "conflict")}
+    rebalances = _metric("dvc766_kafka_rebalances_total", group=s.kafka_group_id)
     applier = KafkaApplier(kafka_rt, IndicatorEngine(kafka_rt.calendar, s.policy))
     await applier.start()
     try:
         await wait_caught_up(kafka_rt, s.kafka_group_id, ends, timeout=30)
+        await asyncio.sleep(0.3)  # a poll round after the last batch refreshes the gauges
+        lag = {p: REGISTRY.get_sample_value("dvc766_kafka_consumer_lag", {"topic": s.kafka_topic,
+                                                                          "partition": str(p)}) for p in ends}
+        since = _metric("dvc766_seconds_since_last_applied_event")
     finally:
         await applier.stop()
+    assert _metric("dvc766_kafka_dead_letters_total", reason="invalid_json") - before["invalid_json"] == 2
+    assert _metric("dvc766_kafka_dead_letters_total", reason="conflict") - before["conflict"] == 1
+    assert _metric("dvc766_kafka_rebalances_total", group=s.kafka_group_id) - rebalances == 1
+    assert lag == {p: 0.0 for p in ends} and 0 <= since < 30
+    assert _metric("dvc766_apply_batch_events_count") >= 1
 
     assert await live_counters(kafka_rt) == reference_counters(kafka_rt, stream, s.kafka_source)
     events = await _fetch(kafka_rt, "SELECT count(*) AS n, count(DISTINCT source) AS sources FROM events")
@@ -189,3 +206,38 @@ async def test_http_ingest_in_kafka_mode_produces_before_answering(kafka_rt):
     rows = await _fetch(kafka_rt, "SELECT source, transport FROM events")
     assert {(r["source"], r["transport"]) for r in rows} == {("igate-h44-03", "kafka")}
     assert (await live_counters(kafka_rt))[("H44.03", "*", "2026-08", "completed")] == 1
+
+
+async def test_ingest_bridges_the_upstream_topic_under_the_configured_source(kafka_rt):
+    from services.ingest.kafka import UpstreamBridge
+    from shared.kafka import make_producer
+
+    s = kafka_rt.settings.model_copy(update={"kafka_upstream_topic": kafka_rt.settings.kafka_topic + "-upstream",
+                                             "kafka_source": "igate-upstream"})
+    rt = dataclasses.replace(kafka_rt, settings=s)
+    await ensure_topics(s, [s.kafka_upstream_topic])
+    stream = make_stream(10, prefix="U")
+    # An upstream sender cannot claim someone else's source by setting our header.
+    await produce(s.kafka_bootstrap_servers, s.kafka_upstream_topic, as_messages(stream) + [(b"U1", b"{oops")],
+                  headers=[(SOURCE_HEADER, b"spoofed")])
+    producer = make_producer(s)
+    await producer.start()
+    bridge = UpstreamBridge(rt, producer)
+    await bridge.start()
+    try:
+        forwarded = await read_all(s.kafka_bootstrap_servers, s.kafka_topic, expected=len(stream) + 1)
+    finally:
+        await bridge.stop()
+        await producer.stop()
+    assert len(forwarded) == len(stream) + 1
+    assert {dict(m.headers)[SOURCE_HEADER] for m in forwarded} == {b"igate-upstream"}
+
+    applier = KafkaApplier(rt, IndicatorEngine(rt.calendar, s.policy))
+    await applier.start()
+    try:
+        await wait_caught_up(rt, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
+    finally:
+        await applier.stop()
+    assert await live_counters(rt) == reference_counters(rt, stream, "igate-upstream")
+    letters = await _fetch(rt, "SELECT reason, source FROM dead_letters")
+    assert [(r["reason"], r["source"]) for r in letters] == [("invalid_json", "igate-upstream")]
