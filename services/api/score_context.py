@@ -79,6 +79,7 @@ class ScoreContext:
     complaints: dict[str, int] = field(default_factory=dict)  # per dossier unit
     reported: dict[str, int] = field(default_factory=dict)
     e_copy_known: bool = False
+    _catalogue_by_unit: dict | None = None
 
     @property
     def instant(self) -> dt.datetime:
@@ -108,8 +109,14 @@ class ScoreContext:
         return out
 
     def catalogue_for(self, code: str, *, with_reasons: bool = False):
-        members = set(self.tree.subtree(code))
-        rows = {k: v for k, v in self.catalogue.items() if k[0] in members}
+        if self._catalogue_by_unit is None:
+            by_unit: dict[str, dict] = defaultdict(dict)
+            for key, entry in self.catalogue.items():
+                by_unit[key[0]][key] = entry
+            self._catalogue_by_unit = dict(by_unit)
+        rows = {}
+        for member in self.tree.subtree(code):
+            rows.update(self._catalogue_by_unit.get(member, {}))
         if not rows:
             return None
         return catalogue_counts(

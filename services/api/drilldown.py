@@ -1,0 +1,219 @@
+"""Drill-down for every component (the items in its numerator's complement, with the reason each costs
+points) and the early warning (open dossiers about to turn overdue, and the projected 2.1)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.api.queries import OVERDUE_AT_T, _iso, scorecard_for, unit_counts
+from services.api.score_context import load_context
+from services.indicators.rules import counters as c
+from services.indicators.rules.scoring import COMPONENTS_BY_ID, score_component, Measure
+from shared.auth import Principal, reader
+from shared.db.raw import driver_connection
+from shared.problems import Problem
+from shared.runtime import Runtime
+from shared.statuses import STATUS_NAMES_VI
+from shared.timeutil import BadPeriod, Period, current_period, parse_period, utcnow
+
+router = APIRouter(tags=["scores"])
+
+
+def _attr(name: str) -> str:
+    return f"coalesce((d.attributes->>'{name}')::boolean, false)"
+
+
+# Dossier components: (condition for "costs points", reason).
+DOSSIER_COMPLEMENT = {
+    "1.4": (f"NOT {_attr('synced_to_portal')}", "not_synced"),
+    "2.1": (f"({OVERDUE_AT_T})", None),
+    "3.3": ("d.channel IS DISTINCT FROM 2", "not_online"),
+    "3.6": (f"{_attr('fee_required')} AND NOT {_attr('paid_online')}", "not_paid_online"),
+    "4.1": (f"NOT {_attr('e_result')}", "no_e_result"),
+    "4.2": (f"(NOT {_attr('digitized')} OR ({_attr('result_required')} AND NOT {_attr('e_result')}))",
+            "not_digitized"),
+    "4.4": (f"NOT {_attr('reused_digitized')}", "no_reused_data"),
+    "4.5": (f"NOT {_attr('from_data_store')}", "no_data_store_component"),
+    "4.7": (f"NOT {_attr('population_data')}", "no_population_data"),
+    "5.3": (f"(({OVERDUE_AT_T}) OR d.dossier_code IN (SELECT f.dossier_code FROM feedback_events f "
+            "WHERE f.dossier_code IS NOT NULL AND (f.kind = ANY($6::text[]) OR f.rating = 'unsatisfied')))", None),
+}
+PROCEDURE_COMPONENTS = ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6")
+FEEDBACK_REASONS = {"5.1": {"handled_late", "open_past_due"}, "5.2": None}
+
+
+def _period(value: str | None) -> Period:
+    try:
+        return parse_period(value or current_period(utcnow()))
+    except BadPeriod as exc:
+        raise Problem(400, "bad_period", str(exc)) from exc
+
+
+def _cursor(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except ValueError as exc:
+        raise Problem(400, "bad_cursor", "cursor is not one this API returned") from exc
+
+
+def _encode(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: Period, *, now: dt.datetime,
+                             kinds: list[str], after: str, limit: int) -> list[dict]:
+    condition, reason = DOSSIER_COMPLEMENT[cid]
+    rows = await apg.fetch(
+        f"""SELECT d.dossier_code, d.unit_code, d.procedure_code, d.status, d.channel, d.received_at, d.due_at,
+                   d.ended_at, d.overdue_reason, ({OVERDUE_AT_T}) AS overdue, d.attributes
+            FROM dossiers d
+            WHERE d.unit_code = ANY($1::text[]) AND d.received_month = ANY($2::text[]) AND ({condition})
+              AND d.dossier_code > $4
+            ORDER BY d.dossier_code LIMIT $5""",
+        list(units), period.months(), min(now, period.end), after, limit,
+        *([kinds] if "$6" in condition else []),
+    )
+    out = []
+    for r in rows:
+        if reason is not None:
+            reasons = [reason]
+        else:
+            reasons = [r["overdue_reason"] or "open_past_due"] if r["overdue"] else []
+            if cid == "5.3" and not r["overdue"]:
+                reasons.append("complaint_or_unsatisfied")
+        out.append({"kind": "dossier", "dossier_code": r["dossier_code"], "unit_code": r["unit_code"],
+                    "procedure_code": r["procedure_code"], "status": r["status"],
+                    "status_name": STATUS_NAMES_VI.get(r["status"]), "channel": r["channel"],
+                    "received_at": _iso(r["received_at"]), "due_at": _iso(r["due_at"]),
+                    "ended_at": _iso(r["ended_at"]), "reasons": reasons, "key": r["dossier_code"]})
+    return out
+
+
+@router.get("/v1/units/{unit_code}/components/{component_id}/items",
+            summary="Drill-down for any component: the dossiers, procedures or feedback items that cost points")
+async def component_items(
+    request: Request,
+    unit_code: str,
+    component_id: str,
+    period: str | None = Query(None),
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = Query(None),
+    _: Principal = Depends(reader),
+):
+    runtime: Runtime = request.app.state.runtime
+    unit = runtime.units.get(unit_code)
+    if unit is None:
+        raise Problem(404, "unknown_unit", f"unit {unit_code!r} is not in the unit tree")
+    if component_id not in COMPONENTS_BY_ID:
+        raise Problem(404, "unknown_component", f"no component {component_id!r}; ids are 1.1 … 5.3")
+    if component_id == "2.2":
+        raise Problem(400, "no_penalty", "2.2 is tracked without points: nothing costs points")
+    chosen = _period(period)
+    after = _cursor(cursor)
+    now = utcnow()
+    subtree = runtime.units.subtree(unit.code)
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        if component_id in DOSSIER_COMPLEMENT:
+            items = await dossier_complement(apg, component_id, subtree, chosen, now=now,
+                                             kinds=runtime.settings.policy.dossier_complaint_kinds,
+                                             after=after, limit=limit)
+        else:
+            context = await load_context(apg, runtime.units, unit.code, chosen, now=now,
+                                         policy=runtime.settings.policy, calendar=runtime.calendar)
+            items = _context_items(context, unit.code, component_id)
+            items = [i for i in items if i["key"] > after][:limit]
+    next_cursor = _encode(items[-1]["key"]) if len(items) == limit else None
+    for item in items:
+        item.pop("key", None)
+    return {"unit": unit.code, "period": chosen.key, "component": component_id,
+            "name": COMPONENTS_BY_ID[component_id].name, "items": items, "next_cursor": next_cursor}
+
+
+def _context_items(context, code: str, cid: str) -> list[dict]:
+    if cid in PROCEDURE_COMPONENTS:
+        counts = context.catalogue_for(code, with_reasons=True)
+        missing = counts.missing.get(cid, []) if counts else []
+        return sorted(({"kind": "procedure", **m, "reasons": [m["reason"]], "key": f"{m['procedure_code']}|{m['reason']}"}
+                       for m in missing), key=lambda i: i["key"])
+    if cid in FEEDBACK_REASONS:
+        counts = context.feedback_for(code, with_reasons=True)
+        wanted = FEEDBACK_REASONS[cid]
+        out = []
+        for item in (counts.costly if counts else []):
+            reasons = [r for r in item["reasons"] if wanted is None or r in wanted]
+            if reasons:
+                out.append({"kind": "feedback", **item, "reasons": reasons, "key": item["feedback_id"]})
+        return sorted(out, key=lambda i: i["key"])
+    if cid == "4.3":
+        tree = context.tree
+        return [{"kind": "unit", "unit_code": m, "name": tree.units[m].name,
+                 "reasons": ["no_e_certified_copy" if tree.units[m].e_certified_copy is False else "unknown"],
+                 "key": m}
+                for m in sorted(tree.subtree(code))
+                if tree.units[m].level == "COMMUNE" and not tree.units[m].e_certified_copy]
+    return []
+
+
+@router.get("/v1/units/{unit_code}/early-warning",
+            summary="Open dossiers that turn overdue within N working days, and the period's projected 2.1")
+async def early_warning(
+    request: Request,
+    unit_code: str,
+    days: int | None = Query(None, ge=0, le=60, description="working days ahead (default: a setting)"),
+    period: str | None = Query(None, description="the period projected; default this month"),
+    limit: int = Query(200, ge=1, le=1000),
+    _: Principal = Depends(reader),
+):
+    runtime: Runtime = request.app.state.runtime
+    unit = runtime.units.get(unit_code)
+    if unit is None:
+        raise Problem(404, "unknown_unit", f"unit {unit_code!r} is not in the unit tree")
+    chosen = _period(period)
+    now = utcnow()
+    days = runtime.settings.policy.early_warning_days if days is None else days
+    horizon = runtime.calendar.instant_after(now, days * runtime.calendar.seconds_per_day)
+    subtree = list(runtime.units.subtree(unit.code))
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        rows = await apg.fetch(
+            """SELECT dossier_code, unit_code, procedure_code, status, received_at, due_at, deadline
+               FROM dossiers WHERE unit_code = ANY($1::text[]) AND ended_at IS NULL AND overdue_fixed IS NULL
+                 AND deadline IS NOT NULL AND deadline >= $2 AND deadline < $3
+               ORDER BY deadline, dossier_code LIMIT $4""",
+            subtree, now, horizon, limit,
+        )
+        turning = await apg.fetchval(
+            """SELECT count(*) FROM dossiers WHERE unit_code = ANY($1::text[]) AND received_month = ANY($2::text[])
+                 AND ended_at IS NULL AND overdue_fixed IS NULL AND deadline IS NOT NULL
+                 AND deadline >= $3 AND deadline < $4""",
+            subtree, chosen.months(), now, chosen.end,
+        )
+        per_unit = await unit_counts(apg, subtree, chosen.key)
+    counts: dict[str, int] = {}
+    for member in subtree:
+        for metric, value in per_unit.get(member, {}).items():
+            counts[metric] = counts.get(metric, 0) + value
+    received, on_time = counts.get(c.RECEIVED, 0), counts.get(c.ON_TIME, 0)
+    definition = COMPONENTS_BY_ID["2.1"]
+    current = score_component(definition, Measure(on_time, received))
+    projected = score_component(definition, Measure(max(0, on_time - turning), received))
+    return {
+        "unit": unit.code, "period": chosen.key, "days": days,
+        "horizon": _iso(horizon),
+        "items": [{"dossier_code": r["dossier_code"], "unit_code": r["unit_code"],
+                   "procedure_code": r["procedure_code"], "status": r["status"],
+                   "status_name": STATUS_NAMES_VI.get(r["status"]), "received_at": _iso(r["received_at"]),
+                   "due_at": _iso(r["due_at"]), "turns_overdue_at": _iso(r["deadline"])} for r in rows],
+        "current_2_1": current.as_dict(),
+        "projected_2_1": {**projected.as_dict(), "turning_overdue_in_period": turning},
+    }
+
+
+__all__ = ["router", "scorecard_for"]
