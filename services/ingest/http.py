@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from services.ingest.intake import dead_letter_body, decode_json, decode_ndjson, intake
 from shared.auth import Principal, source_or_admin
@@ -65,4 +66,5 @@ async def post_events(request: Request, who: Principal = Depends(source_or_admin
     status = 200 if (result.accepted or result.duplicates) else 422
     if status == 422:
         return problem_response(422, "all_rejected", "every event in the batch was rejected", **result.summary())
-    return JSONResponse(result.summary(), status_code=status)
+    # orjson: the per-event results of a 1,000-event batch cost the stdlib encoder ~3% of ingest.
+    return Response(orjson.dumps(result.summary()), status_code=status, media_type="application/json")
