@@ -231,3 +231,24 @@ def test_catalogue_follows_the_profile():
     assert {p.code for p in catalogue["H44.100"].free} == {p.code for p in catalogue["H44.101"].free}
     entry = catalogue["H44.03"].fee[0].catalogue_entry("H44.03")
     assert entry["fee_required"] is True and entry["legal_days"] >= 1
+
+
+def test_horizon_cuts_the_stream_and_leaves_dossiers_open():
+    horizon = dt.datetime(2026, 8, 20, 12, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    events = list(simulate(load_profile(), SimulationOptions(scale=0.01, horizon=horizon), calendar()))
+    assert events and all(dt.datetime.fromisoformat(e["occurred_at"]) <= horizon for e in events)
+    ended = {e["dossier_code"] for e in events if e["status"] in (3, 7, 9)}
+    received = {e["dossier_code"] for e in events if e["status"] == 2}
+    assert len(received - ended) > 100  # still open at the horizon
+
+
+def test_cli_writes_the_same_ndjson_as_the_generator(tmp_path):
+    from services.cli import main
+
+    out = tmp_path / "events.ndjson"
+    units = tmp_path / "units.csv"
+    assert main(["simulate", "--scale", "0.002", "--seed", "9", "-o", str(out), "--units-out", str(units)]) == 0
+    lines = out.read_bytes().splitlines()
+    expected = list(simulate(load_profile(), SimulationOptions(scale=0.002, seed=9), calendar()))
+    assert [orjson.loads(line) for line in lines] == expected
+    assert units.read_text(encoding="utf-8") == units_csv(load_profile().units)
