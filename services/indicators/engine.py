@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from dataclasses import fields as dataclass_fields
 
 import asyncpg
 
@@ -118,16 +117,15 @@ class IndicatorEngine:
                 pairs.add((receipt.unit_code, receipt.procedure_code))
         legal = await self.legal_days(conn, pairs)
 
-        changes = []
+        delta: defaultdict[CounterKey, int] = defaultdict(int)
         rows = []
         for code in codes:
             history = histories.get(code)
             if not history:
                 continue
             facts, timeliness, contribution = self.evaluate(code, history, now, legal)
-            changes.append((old.get(code), contribution))
+            accumulate_delta(delta, old.get(code), contribution)
             rows.append(self._dossier_row(facts, timeliness, contribution))
-        delta = batch_delta(changes)
         await self._write_dossiers(conn, rows)
         written = await write_counter_delta(conn, delta)
         DOSSIERS_RECOMPUTED.inc(len(rows))
@@ -221,52 +219,6 @@ class IndicatorEngine:
         await write_counter_delta(conn, delta)
         DEADLINES_CROSSED.inc(len(codes))
         return len(codes)
-
-
-def _group_key(contribution: Contribution) -> tuple | None:
-    """What a contribution's expansion depends on besides its count dicts (None: expand it alone)."""
-    if contribution.open_undetermined:  # adds one on-time/overdue per period: not linear in the counts
-        return None
-    key = tuple(
-        getattr(contribution, f.name) for f in dataclass_fields(contribution)
-        if not isinstance(getattr(contribution, f.name), dict)
-    )
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
-
-
-def batch_delta(changes: list[tuple[Contribution | None, Contribution | None]]) -> defaultdict[CounterKey, int]:
-    """The summed counter delta of (old, new) contribution pairs, equal to ``accumulate_delta`` over each
-    pair but faster: contributions alike but for their counts (same unit, procedure, months, ...) are
-    summed first and expanded once, since expanding a closed contribution is linear in its counts."""
-    delta: defaultdict[CounterKey, int] = defaultdict(int)
-    grouped: dict[tuple, tuple[Contribution, dict[str, dict[str, int]]]] = {}
-    for old, new in changes:
-        if old == new:
-            continue
-        for sign, contribution in ((-1, old), (1, new)):
-            if contribution is None:
-                continue
-            key = _group_key(contribution)
-            if key is None:
-                accumulate_delta(delta, contribution if sign < 0 else None, contribution if sign > 0 else None)
-                continue
-            entry = grouped.get(key)
-            if entry is None:
-                entry = grouped[key] = (contribution, {})
-            sums = entry[1]
-            for f in dataclass_fields(contribution):
-                value = getattr(contribution, f.name)
-                if isinstance(value, dict):
-                    total = sums.setdefault(f.name, {})
-                    for metric, count in value.items():
-                        total[metric] = total.get(metric, 0) + sign * count
-    for sample, sums in grouped.values():
-        accumulate_delta(delta, None, replace(sample, **sums))
-    return delta
 
 
 async def write_counter_delta(conn: asyncpg.Connection, delta: dict[CounterKey, int]) -> int:
