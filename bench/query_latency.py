@@ -27,6 +27,7 @@ async def phase(base_url: str, paths, clients: int, seconds: float, max_requests
 
     latencies: list[float] = []
     errors = 0
+    first_error: list[str] = []
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {READER_KEY}"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -35,13 +36,20 @@ async def phase(base_url: str, paths, clients: int, seconds: float, max_requests
             nonlocal errors
             while time.monotonic() < deadline and len(latencies) < max_requests:
                 started = time.perf_counter()
-                response = await client.get(paths(), headers=headers)
+                try:
+                    response = await client.get(paths(), headers=headers)
+                except httpx.HTTPError as exc:  # counted, and reported with the first one's text
+                    errors += 1
+                    first_error.append(repr(exc))
+                    continue
                 latencies.append((time.perf_counter() - started) * 1000)
-                errors += response.status_code != 200
+                if response.status_code != 200:
+                    errors += 1
+                    first_error.append(f"{response.status_code} {response.text[:200]}")
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(clients)))
         wall = time.perf_counter() - started
-    return {"requests": len(latencies), "errors": errors, "req_per_s": round(len(latencies) / wall),
+    return {"requests": len(latencies), "errors": errors, "first_error": (first_error or [None])[0], "req_per_s": round(len(latencies) / wall),
             **{k: round(v, 2) for k, v in percentiles(latencies).items() if k != "count"}}
 
 
