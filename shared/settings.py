@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     apply_idle_poll_seconds: float = 0.2
     # How often open dossiers are checked for a deadline the clock has crossed (the API shows it by then).
     sweep_interval_seconds: float = 15.0
+    # Scheduled self-evaluation snapshots (last day of each quarter, 19/12) are taken from this local
+    # time of that day on, so the day's work is in them. Empty: never taken automatically.
+    snapshot_local_time: dt.time | None = dt.time(17, 0)
 
     log_level: str = "INFO"
     log_json: bool = True

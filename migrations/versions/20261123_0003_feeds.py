@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("period", sa.String(7), nullable=False),
         sa.Column("label", sa.Text(), nullable=True),
-        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("taken_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("policies", JSONB(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_snapshots"),

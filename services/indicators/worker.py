@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 
@@ -24,10 +25,11 @@ from shared.metrics import (
     SECONDS_SINCE_LAST_APPLY,
 )
 from shared.runtime import Runtime
-from shared.timeutil import utcnow
+from shared.timeutil import VIETNAM, utcnow
 
 log = logging.getLogger("dvc766.indicators.worker")
 APPLY_LOCK = 766_001  # advisory lock key of the appliers
+SNAPSHOT_LOCK = 766_002  # advisory lock key of the scheduled snapshot
 
 
 async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: int) -> int:
@@ -74,6 +76,24 @@ async def refresh_gauges(runtime: Runtime) -> None:
     DOSSIERS_OPEN.set(row["open"])
     DOSSIERS_OPEN_OVERDUE.set(row["overdue"])
     PENDING_EVENTS.set(pending)
+
+
+async def take_scheduled_snapshot(runtime: Runtime, now: dt.datetime | None = None) -> list[dict]:
+    """On a scheduled snapshot day, once its configured local time has passed, freeze every unit's scores."""
+    at = runtime.settings.snapshot_local_time
+    now = now or utcnow()
+    if at is None or now.astimezone(VIETNAM).time() < at:
+        return []
+    from services.api.snapshots import take_due_snapshots  # the read side knows how to score every unit
+
+    async with runtime.engine.begin() as conn:  # one process at a time decides and takes it
+        apg = await driver_connection(conn)
+        if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", SNAPSHOT_LOCK):
+            return []
+        taken = await take_due_snapshots(runtime, now)
+    for snapshot in taken:
+        log.info("scheduled snapshot taken", extra={"snapshot": snapshot.get("id"), "period": snapshot.get("period")})
+    return taken
 
 
 class QueueWorker:
@@ -124,6 +144,7 @@ class QueueWorker:
                 while await sweep(self.runtime, self.engine):
                     pass
                 await refresh_gauges(self.runtime)
+                await take_scheduled_snapshot(self.runtime)
             except Exception:
                 log.exception("deadline sweep failed; will retry")
             await self._sleep(interval)

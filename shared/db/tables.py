@@ -202,7 +202,7 @@ snapshots = Table(
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("period", String(7), nullable=False),
     Column("label", Text, nullable=True),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
     Column("taken_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("policies", JSONB, nullable=True),
 )
