@@ -89,7 +89,9 @@ class IndicatorEngine:
             legal_days=legal_days.get((facts.unit_code, facts.procedure_code)),
             due_policy=self.policy.due_time,
         )
-        return facts, timeliness, contribution_of(facts, timeliness, self.calendar, now)
+        return facts, timeliness, contribution_of(
+            facts, timeliness, self.calendar, now, payment_period_fallback=self.policy.payment_period_fallback
+        )
 
     async def recompute(self, conn: asyncpg.Connection, codes: list[str], now: dt.datetime) -> ApplyResult:
         """Re-derive the given dossiers from their stored events and move the counters accordingly."""
