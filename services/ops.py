@@ -47,6 +47,10 @@ def install_http_metrics(app: FastAPI) -> None:
     async def _measure(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and response.status_code < 300:
+            runtime = getattr(request.app.state, "runtime", None)
+            if runtime is not None:  # a feed or unit change: scores cached in this process are stale
+                runtime.data_changed()
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")  # the route template keeps label cardinality bounded
         HTTP_SECONDS.labels(request.method, template).observe(time.perf_counter() - started)

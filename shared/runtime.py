@@ -26,6 +26,11 @@ class Runtime:
     # Set after events are queued in the database, so an in-process worker applies them at once.
     events_waiting: asyncio.Event = field(default_factory=asyncio.Event)
     producer: object | None = None  # Kafka producer, when Kafka is configured
+    # Bumped whenever this process commits a change that can move scores (cached scores check it).
+    data_version: int = 0
+
+    def data_changed(self) -> None:
+        self.data_version += 1
 
     async def reload_units(self) -> UnitTree:
         async with self.engine.connect() as conn:

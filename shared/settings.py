@@ -126,6 +126,9 @@ class Settings(BaseSettings):
 
     # Indicators worker.
     apply_batch_size: int = 5000
+    # Scores computed for a (unit, period) are reused for this long (0: never) by the api; a change
+    # applied in the same process invalidates them at once.
+    score_cache_seconds: float = 1.0
     apply_idle_poll_seconds: float = 0.2
     # How often open dossiers are checked for a deadline the clock has crossed (the API shows it by then).
     sweep_interval_seconds: float = 15.0

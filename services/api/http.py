@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from services.api.cache import ScoreCache
 from services.api.queries import (
     FLAG_CONDITIONS,
     counters_view,
@@ -66,6 +68,22 @@ async def get_scores(
     runtime: Runtime = request.app.state.runtime
     unit = _unit(runtime, unit_code)
     chosen = _period(period)
+    body = await _cache(request).get(
+        ("score", unit.code, chosen.key, layout), runtime.data_version,
+        lambda: _render_scores(runtime, unit, chosen, layout),
+    )
+    return Response(body, media_type="application/json")
+
+
+def _cache(request: Request) -> ScoreCache:
+    state = request.app.state
+    cache = getattr(state, "score_cache", None)
+    if cache is None:
+        cache = state.score_cache = ScoreCache(state.runtime.settings.score_cache_seconds)
+    return cache
+
+
+async def _render_scores(runtime: Runtime, unit, chosen: Period, layout: str) -> bytes:
     subtree = runtime.units.subtree(unit.code)
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
@@ -75,14 +93,14 @@ async def get_scores(
     counts = subtree_counts(runtime.units, unit.code, per_unit)
     card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, layout,
                          inputs=context.inputs_for(unit.code))
-    return {
+    return orjson.dumps({
         "unit": unit.as_dict(),
         "period": chosen.key,
         "as_of": utcnow().astimezone(VIETNAM).isoformat(timespec="seconds"),
         **card.as_dict(),
         "counters": counters_view(counts, runtime.calendar.seconds_per_day),
         "policies": policies_in_force(runtime.settings),
-    }
+    })
 
 
 @router.get("/v1/scores", summary="League table: the units under a parent with group and total scores")
@@ -99,6 +117,23 @@ async def list_scores(
     runtime: Runtime = request.app.state.runtime
     _unit(runtime, parent)
     chosen = _period(period)
+    descending = sort.startswith("-")
+    key_name = sort.lstrip("-+")
+    if key_name not in ("total", "code") and key_name.upper() not in {"CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL"}:
+        raise Problem(400, "bad_sort", "sort by total, code or a group code (CKMB, TDGQ, CLGQ, TTTT, MDSH, MDHL)")
+    rows = await _cache(request).get(
+        ("ranking", parent, chosen.key, (level or "").upper(), sort), runtime.data_version,
+        lambda: _ranking(runtime, parent, chosen, level, key_name, descending),
+    )
+    start = int(_decode_cursor(cursor) or 0)
+    page = [{**row, "rank": rank} for rank, row in enumerate(rows[start : start + limit], start=start + 1)]
+    next_cursor = _encode_cursor(str(start + limit)) if start + limit < len(rows) else None
+    return Response(orjson.dumps({"parent": parent, "period": chosen.key, "items": page, "next_cursor": next_cursor,
+                                  "count": len(rows)}), media_type="application/json")
+
+
+async def _ranking(runtime: Runtime, parent: str, chosen: Period, level: str | None, key_name: str,
+                   descending: bool) -> list[dict]:
     tree = runtime.units
     if level:
         members = tree.descendants(parent, level.upper())
@@ -123,23 +158,14 @@ async def list_scores(
                 "received": counts.get("received", 0),
             }
         )
-    descending = sort.startswith("-")
-    key_name = sort.lstrip("-+")
     if key_name == "total":
         key = lambda r: (r["total"], r["unit"]["code"])  # noqa: E731
     elif key_name == "code":
         key = lambda r: r["unit"]["code"]  # noqa: E731
-    elif key_name.upper() in {"CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL"}:
-        key = lambda r: (r["groups"][key_name.upper()], r["unit"]["code"])  # noqa: E731
     else:
-        raise Problem(400, "bad_sort", "sort by total, code or a group code (CKMB, TDGQ, CLGQ, TTTT, MDSH, MDHL)")
+        key = lambda r: (r["groups"][key_name.upper()], r["unit"]["code"])  # noqa: E731
     rows.sort(key=key, reverse=descending)
-    start = int(_decode_cursor(cursor) or 0)
-    page = rows[start : start + limit]
-    for rank, row in enumerate(page, start=start + 1):
-        row["rank"] = rank
-    next_cursor = _encode_cursor(str(start + limit)) if start + limit < len(rows) else None
-    return {"parent": parent, "period": chosen.key, "items": page, "next_cursor": next_cursor, "count": len(rows)}
+    return rows
 
 
 @router.get("/v1/units/{unit_code}/dossiers", summary="Drill-down: the dossiers behind a penalty")

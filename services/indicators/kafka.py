@@ -376,6 +376,7 @@ class KafkaApplier:
             if letters:
                 await self._produce_dead_letters(letters, decoded, checks)
                 await store_dead_letters(apg, letters)
+        self.runtime.data_changed()
         return counts
 
     async def _produce_dead_letters(self, letters: list[DeadLetter], decoded: list[Decoded], checks: list) -> None:

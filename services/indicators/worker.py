@@ -51,6 +51,7 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
         if not rows:
             return 0
         await engine.recompute(apg, [r["dossier_code"] for r in rows], utcnow())
+    runtime.data_changed()
     APPLY_SECONDS.observe(time.perf_counter() - started)
     APPLY_BATCH_SIZE.observe(len(rows))
     EVENTS_APPLIED.inc(len(rows))
@@ -62,7 +63,10 @@ async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
         apg = await driver_connection(conn)
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
             return 0
-        return await engine.sweep_deadlines(apg, utcnow())
+        crossed = await engine.sweep_deadlines(apg, utcnow())
+    if crossed:
+        runtime.data_changed()
+    return crossed
 
 
 async def refresh_gauges(runtime: Runtime) -> None:

@@ -88,8 +88,13 @@ COMPONENTS_BY_ID = {d.id: d for d in COMPONENTS}
 
 
 def round_half_up(value: Fraction | int | float, places: int = 2) -> float:
-    exact = Decimal(value.numerator) / Decimal(value.denominator) if isinstance(value, Fraction) else Decimal(value)
-    return float(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    if isinstance(value, float):
+        return float(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    # Exact integer arithmetic (a hot path: every component of every unit of a ranking).
+    scale = 10**places
+    numerator, denominator = value.numerator * scale, value.denominator
+    magnitude = (2 * abs(numerator) + denominator) // (2 * denominator)
+    return (magnitude if numerator >= 0 else -magnitude) / scale
 
 
 @dataclass(frozen=True)
