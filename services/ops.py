@@ -42,17 +42,38 @@ async def metrics():
     return Response(body, media_type=content_type)
 
 
-def install_http_metrics(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
+class HttpMetrics:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot read path): request metrics
+    labelled by route template, and cached scores invalidated after a successful write."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
-        response = await call_next(request)
-        if request.method not in ("GET", "HEAD", "OPTIONS") and response.status_code < 300:
-            runtime = getattr(request.app.state, "runtime", None)
-            if runtime is not None:  # a feed or unit change: scores cached in this process are stale
-                runtime.data_changed()
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")  # the route template keeps label cardinality bounded
-        HTTP_SECONDS.labels(request.method, template).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-        return response
+        status = 500
+
+        async def send_and_record(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            method = scope["method"]
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")  # the route template keeps label cardinality bounded
+            HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            if method not in ("GET", "HEAD", "OPTIONS") and status < 300:
+                runtime = getattr(scope["app"].state, "runtime", None)
+                if runtime is not None:  # a feed or unit change: scores cached in this process are stale
+                    runtime.data_changed()
+
+
+def install_http_metrics(app: FastAPI) -> None:
+    app.add_middleware(HttpMetrics)
