@@ -63,7 +63,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=True,
         json_serializer=lambda v: orjson.dumps(v).decode(),
         json_deserializer=orjson.loads,
-        connect_args={"server_settings": {"application_name": "dvc766"}},
+        connect_args={
+            "server_settings": {
+                "application_name": "dvc766",
+                # asyncpg prepares every statement; a generic plan made while a table was empty (or an
+                # array short) would stick to the connection. Our batch statements want a plan per call.
+                "plan_cache_mode": "force_custom_plan",
+            }
+        },
     )
 
 
