@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.api.queries import scorecard_for, subtree_counts, unit_counts
+from services.api.score_context import load_context
 from services.indicators.rules.scoring import ScoreCard
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
@@ -29,10 +30,6 @@ from shared.runtime import Runtime
 from shared.timeutil import BadPeriod, current_period, parse_period, utcnow
 from shared.units import Unit
 
-try:  # all 22 components (catalogue, feedback, reported totals); absent: dossier counters only
-    from services.api.score_context import load_context
-except ImportError:  # pragma: no cover - depends on the deployment's feature set
-    load_context = None  # type: ignore[assignment]
 
 router = APIRouter(tags=["portal"])
 
@@ -232,19 +229,13 @@ async def portal_tree(
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         per_unit = await unit_counts(apg, tree_units.subtree(parent.code), chosen.key)
-        context = None
-        if load_context is not None:
-            context = await load_context(apg, tree_units, parent.code, chosen, now=utcnow(),
-                                         policy=runtime.settings.policy, calendar=runtime.calendar,
-                                         per_unit=per_unit)
+        context = await load_context(apg, tree_units, parent.code, chosen, now=utcnow(),
+                                     policy=runtime.settings.policy, calendar=runtime.calendar, per_unit=per_unit)
 
     def row_of(code: str, *, is_parent: bool) -> Row:
         counts = subtree_counts(tree_units, code, per_unit)
-        if context is not None:
-            card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal",
-                                 inputs=context.inputs_for(code))
-        else:
-            card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal")
+        card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal",
+                             inputs=context.inputs_for(code))
         return Row(tree_units.units[code], card, counts, parent=is_parent)
 
     build = BUILDERS[name]
