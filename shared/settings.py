@@ -126,6 +126,8 @@ class Settings(BaseSettings):
 
     # Indicators worker.
     apply_batch_size: int = 5000
+    # `dvc766 replay` derives this many dossiers at a time (its memory is bounded by one chunk).
+    replay_chunk_dossiers: int = 5000
     # Scores computed for a (unit, period) are reused for this long (0: never) by the api; a change
     # applied in the same process invalidates them at once.
     score_cache_seconds: float = 1.0

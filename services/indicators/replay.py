@@ -6,6 +6,11 @@ the same pure rules the workers use, and sums the contributions into counters fr
 table locks meanwhile, then carry on from the rebuilt state). With ``--check`` it writes nothing and
 exits 1 if any counter differs from what the events give.
 
+Memory stays bounded whatever the number of dossiers: events stream through a server-side cursor in
+dossier order, a chunk of dossiers at a time (``replay_chunk_dossiers``). Each chunk's dossier rows
+are written at once (COPY) and its counter increments, summed within the chunk, go to a temporary
+table; PostgreSQL sums that table into the counters (or compares it with them) at the end.
+
 Time-dependent flags (an open dossier whose deadline has passed) are evaluated at the moment of the
 replay; run ``--check`` when the deadline sweeper has caught up.
 """
@@ -19,9 +24,9 @@ import logging
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from services.indicators.engine import IndicatorEngine, history_event, write_counter_delta
+from services.indicators.engine import IndicatorEngine, history_event
 from services.indicators.rules.counters import CounterKey, expand
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
@@ -29,15 +34,22 @@ from shared.runtime import Runtime
 from shared.timeutil import utcnow
 
 log = logging.getLogger("dvc766.replay")
-CHUNK_DOSSIERS = 2000
+DEFAULT_CHUNK_DOSSIERS = 5000
+
+DOSSIER_COLUMNS = (
+    "dossier_code", "unit_code", "procedure_code", "status", "received_at", "received_month", "channel",
+    "due_at", "ended_at", "supplement_count", "overdue_steps", "overdue_fixed", "overdue_reason", "deadline",
+    "deadline_passed", "no_deadline", "contribution", "attributes",
+)  # the order of IndicatorEngine._dossier_row; updated_at takes its default, now()
+COUNTER_COLUMNS = ("unit_code", "procedure_code", "period", "metric", "value")
+REPLAY_TABLE = "replay_counter_increments"
 
 
 @dataclass
 class ReplayResult:
     events: int = 0
     dossiers: int = 0
-    counters: dict[CounterKey, int] = field(default_factory=dict)
-    dossier_rows: list[tuple] = field(default_factory=list)
+    counter_rows: int = 0  # counter rows the events give (non-zero)
 
 
 def counters_from_histories(
@@ -56,42 +68,62 @@ def counters_from_histories(
     return {k: v for k, v in totals.items() if v}
 
 
-async def _histories(apg) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
-    """Every dossier's history, a chunk of dossiers at a time (a server-side cursor: bounded memory)."""
+async def _histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
+    """Every dossier's history, ``chunk_dossiers`` dossiers at a time (a server-side cursor: bounded memory)."""
     chunk: dict[str, list[HistoryEvent]] = {}
     async for row in apg.cursor("SELECT dossier_code, seq, body FROM events ORDER BY dossier_code, seq",
                                 prefetch=5000):
-        code = row["dossier_code"]
-        if code not in chunk and len(chunk) >= CHUNK_DOSSIERS:
-            yield chunk
-            chunk = {}
-        chunk.setdefault(code, []).append(history_event(row["seq"], row["body"]))
+        code = row[0]
+        history = chunk.get(code)
+        if history is None:
+            if len(chunk) >= chunk_dossiers:
+                yield chunk
+                chunk = {}
+            history = chunk[code] = []
+        history.append(history_event(row[1], row[2]))
     if chunk:
         yield chunk
 
 
-async def replay_state(apg, engine: IndicatorEngine, now: dt.datetime, *, keep_rows: bool) -> ReplayResult:
-    """Re-derive every dossier and the counters they give, inside the caller's transaction."""
+async def replay_state(
+    apg, engine: IndicatorEngine, now: dt.datetime, *, write_dossiers: bool, chunk_dossiers: int
+) -> ReplayResult:
+    """Re-derive every dossier, inside the caller's transaction: its counter increments end up in the
+    temporary table ``REPLAY_TABLE`` (dropped at commit); with ``write_dossiers`` the dossier rows are
+    appended to ``dossiers`` (the caller has emptied it)."""
+    await apg.execute(
+        f"CREATE TEMPORARY TABLE {REPLAY_TABLE} (unit_code text NOT NULL, procedure_code text NOT NULL, "
+        "period text NOT NULL, metric text NOT NULL, value bigint NOT NULL) ON COMMIT DROP"
+    )
     result = ReplayResult()
-    totals: defaultdict[CounterKey, int] = defaultdict(int)
-    async for chunk in _histories(apg):
+    async for chunk in _histories(apg, chunk_dossiers):
         pairs = set()
         for history in chunk.values():
             receipt = next((e for e in history if e.status == 2), None)
             if receipt is not None:
                 pairs.add((receipt.unit_code, receipt.procedure_code))
         legal = await engine.legal_days(apg, pairs)
+        totals: defaultdict[CounterKey, int] = defaultdict(int)
+        rows = []
         for code, history in chunk.items():
             result.events += len(history)
             facts, timeliness, contribution = engine.evaluate(code, history, now, legal)
             if contribution is not None:
                 for key, value in expand(contribution).items():
                     totals[key] += value
-            if keep_rows:
-                result.dossier_rows.append(engine._dossier_row(facts, timeliness, contribution))  # noqa: SLF001
+            if write_dossiers:
+                rows.append(engine._dossier_row(facts, timeliness, contribution))  # noqa: SLF001
         result.dossiers += len(chunk)
-    result.counters = {k: v for k, v in totals.items() if v}
+        increments = [(*key, value) for key, value in totals.items() if value]
+        if increments:
+            await apg.copy_records_to_table(REPLAY_TABLE, records=increments, columns=COUNTER_COLUMNS)
+        if rows:
+            await apg.copy_records_to_table("dossiers", records=rows, columns=DOSSIER_COLUMNS)
     return result
+
+
+_SUMMED = f"""SELECT unit_code, procedure_code, period, metric, sum(value)::bigint AS value
+              FROM {REPLAY_TABLE} GROUP BY unit_code, procedure_code, period, metric HAVING sum(value) <> 0"""
 
 
 async def live_counters(apg) -> dict[CounterKey, int]:
@@ -104,29 +136,53 @@ def differences(expected: dict[CounterKey, int], live: dict[CounterKey, int]) ->
     return sorted((k, expected.get(k, 0), live.get(k, 0)) for k in keys if expected.get(k, 0) != live.get(k, 0))
 
 
-async def check(runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None) -> list:
-    """Counters that differ between the stored events and the live table (empty: they agree)."""
+def _chunk_size(runtime: Runtime, chunk_dossiers: int | None) -> int:
+    size = chunk_dossiers or getattr(runtime.settings, "replay_chunk_dossiers", DEFAULT_CHUNK_DOSSIERS)
+    if size < 1:
+        raise ValueError("replay_chunk_dossiers must be at least 1")
+    return size
+
+
+async def check(
+    runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None
+) -> list[tuple[CounterKey, int, int]]:
+    """Counters that differ between the stored events and the live table (empty: they agree), sorted:
+    (key, value the events give, live value)."""
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
-        async with apg.transaction(isolation="repeatable_read", readonly=True):  # one snapshot for both
-            result = await replay_state(apg, engine, now or utcnow(), keep_rows=False)
-            live = await live_counters(apg)
-    return differences(result.counters, live)
+        # One snapshot for both sides. Nothing but the temporary table is written, and it is rolled back.
+        transaction = apg.transaction(isolation="repeatable_read")
+        await transaction.start()
+        try:
+            await replay_state(apg, engine, now or utcnow(), write_dossiers=False,
+                               chunk_dossiers=_chunk_size(runtime, chunk_dossiers))
+            rows = await apg.fetch(
+                f"""SELECT unit_code, procedure_code, period, metric,
+                           coalesce(r.value, 0) AS expected, coalesce(c.value, 0) AS live
+                    FROM ({_SUMMED}) AS r
+                    FULL JOIN (SELECT * FROM counters WHERE value <> 0) AS c
+                    USING (unit_code, procedure_code, period, metric)
+                    WHERE coalesce(r.value, 0) <> coalesce(c.value, 0)"""
+            )
+        finally:
+            await transaction.rollback()
+    return sorted(((r[0], r[1], r[2], r[3]), r[4], r[5]) for r in rows)
 
 
-async def rebuild(runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None) -> ReplayResult:
+async def rebuild(
+    runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None
+) -> ReplayResult:
     """Replace every dossier state and all counters with what the stored events give, in one transaction."""
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         # Writers (workers, sweeper) wait until the rebuilt state commits; readers carry on.
         await apg.execute("LOCK TABLE events, dossiers, counters IN EXCLUSIVE MODE")
-        result = await replay_state(apg, engine, now or utcnow(), keep_rows=True)
-        await apg.execute("DELETE FROM dossiers WHERE dossier_code NOT IN (SELECT dossier_code FROM events)")
-        for start in range(0, len(result.dossier_rows), CHUNK_DOSSIERS):
-            await engine._write_dossiers(apg, result.dossier_rows[start:start + CHUNK_DOSSIERS])  # noqa: SLF001
+        await apg.execute("DELETE FROM dossiers")  # every dossier with events is written again below
+        result = await replay_state(apg, engine, now or utcnow(), write_dossiers=True,
+                                    chunk_dossiers=_chunk_size(runtime, chunk_dossiers))
         await apg.execute("DELETE FROM counters")
-        await write_counter_delta(apg, result.counters)
-    result.dossier_rows = []
+        status = await apg.execute(f"INSERT INTO counters ({', '.join(COUNTER_COLUMNS)}) {_SUMMED}")
+        result.counter_rows = int(status.split()[-1])
     return result
 
 
@@ -154,7 +210,7 @@ async def _main(args) -> int:
                 print(f"  {key}: {expected} / {live}")
             return 1
         result = await rebuild(runtime, engine)
-        print(f"replay: {result.events} events, {result.dossiers} dossiers, {len(result.counters)} counters rebuilt")
+        print(f"replay: {result.events} events, {result.dossiers} dossiers, {result.counter_rows} counters rebuilt")
         return 0
     finally:
         await runtime.engine.dispose()

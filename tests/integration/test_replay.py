@@ -62,3 +62,44 @@ async def test_replay_equals_live_and_repairs_drift(app_client):
     assert (await app_client.post("/v1/events", json=more, headers=auth(ADMIN_KEY))).status_code == 200
     await drain(runtime)
     assert await check(runtime, engine) == []
+
+
+async def _dossiers(runtime) -> list:
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        rows = await apg.fetch("SELECT * FROM dossiers ORDER BY dossier_code")
+    return [{k: v for k, v in dict(r).items() if k != "updated_at"} for r in rows]
+
+
+async def test_replay_in_chunks_equals_one_chunk(app_client):
+    """Chunk boundaries (one dossier, two, all at once) change neither the counters nor the dossier rows."""
+    runtime = app_client.app.state.runtime
+    batch = []
+    for i in range(7):
+        code = f"C{i}"
+        unit = "H44.03" if i % 2 else "H44"
+        batch.append(event(code, 2, vn(2026, 8, 3 + i), due_at=vn(2026, 8, 6 + i), unit=unit, channel=1 + i % 2,
+                           procedure=f"P{i % 3}"))
+        if i % 3 != 2:
+            batch.append(event(code, 4, vn(2026, 8, 4 + i), unit=unit, procedure=f"P{i % 3}"))
+        if i % 3 == 0:
+            batch.append(event(code, 9, vn(2026, 8, 5 + 2 * i), unit=unit, procedure=f"P{i % 3}"))  # late for i>0
+    batch.append(event("C9", 9, vn(2026, 8, 12)))  # no receipt: a dossier row but no counters
+    response = await app_client.post("/v1/events", json=batch, headers=auth(ADMIN_KEY))
+    assert response.status_code == 200, response.text
+    await drain(runtime)
+    engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
+    now = vn(2026, 9, 1)
+    live = await _counters(runtime)
+    assert live[("H44.03", "*", "2026-08", "received")] == 3
+    assert live[("H44", "*", "2026-08", "received")] == 4
+
+    results = {}
+    for size in (1, 2, 100):
+        assert await check(runtime, engine, now, chunk_dossiers=size) == []
+        result = await rebuild(runtime, engine, now, chunk_dossiers=size)
+        assert (result.events, result.dossiers) == (len(batch), 8)
+        results[size] = (await _counters(runtime), await _dossiers(runtime), result.counter_rows)
+    assert results[1] == results[2] == results[100]
+    assert results[1][0] == live and results[1][2] == len(live)
+    assert len(results[1][1]) == 8
