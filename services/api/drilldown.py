@@ -42,6 +42,14 @@ DOSSIER_COMPLEMENT = {
     "5.3": (f"(({OVERDUE_AT_T}) OR d.dossier_code IN (SELECT f.dossier_code FROM feedback_events f "
             "WHERE f.dossier_code IS NOT NULL AND (f.kind = ANY($6::text[]) OR f.rating = 'unsatisfied')))", None),
 }
+# Which dossiers a component counts in the period: their received month ($2), except 3.6, which counts
+# in the month of the processing start (the contribution's "s" with its "sc" counts) and falls back to
+# the received month only where the contribution says so (its own counts hold the payment metrics).
+RECEIVED_IN_PERIOD = "d.received_month = ANY($2::text[])"
+PERIOD_CONDITION = {
+    "3.6": (f"((d.contribution->'c' ? '{c.FEE_DOSSIERS}' AND d.received_month = ANY($2::text[])) OR "
+            f"(d.contribution->'sc' ? '{c.FEE_DOSSIERS}' AND d.contribution->>'s' = ANY($2::text[])))"),
+}
 PROCEDURE_COMPONENTS = ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6")
 FEEDBACK_REASONS = {"5.1": {"handled_late", "open_past_due"}, "5.2": None}
 
@@ -73,7 +81,7 @@ async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: P
         f"""SELECT d.dossier_code, d.unit_code, d.procedure_code, d.status, d.channel, d.received_at, d.due_at,
                    d.ended_at, d.overdue_reason, ({OVERDUE_AT_T}) AS overdue, d.attributes
             FROM dossiers d
-            WHERE d.unit_code = ANY($1::text[]) AND d.received_month = ANY($2::text[]) AND ({condition})
+            WHERE d.unit_code = ANY($1::text[]) AND {PERIOD_CONDITION.get(cid, RECEIVED_IN_PERIOD)} AND ({condition})
               AND d.dossier_code > $4
             ORDER BY d.dossier_code LIMIT $5""",
         list(units), period.months(), min(now, period.end), after, limit,
