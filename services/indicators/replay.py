@@ -23,11 +23,11 @@ import datetime as dt
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from services.indicators.engine import IndicatorEngine, history_event
-from services.indicators.rules.counters import CounterKey, expand
+from services.indicators.rules.counters import Contribution, CounterKey, expand
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
 from shared.runtime import Runtime
@@ -68,6 +68,37 @@ def counters_from_histories(
     return {k: v for k, v in totals.items() if v}
 
 
+def summed_increments(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
+    """The sum of the contributions' expansions (pure). ``expand`` is linear in the counts of a settled
+    contribution, so settled ones alike but for their counts (same unit, procedure, received month and
+    start month) are summed first and expanded once; open ones, whose expansion depends on the clock,
+    are expanded one by one."""
+    merged: dict[tuple, tuple[dict[str, int], dict[str, int]]] = {}
+    totals: defaultdict[CounterKey, int] = defaultdict(int)
+    for c in contributions:
+        if c.open_undetermined:
+            for key, value in expand(c).items():
+                totals[key] += value
+            continue
+        start = c.start_month if c.start_counts else None
+        group = merged.get((c.unit_code, c.procedure_code, c.received_month, start))
+        if group is None:
+            merged[(c.unit_code, c.procedure_code, c.received_month, start)] = (
+                dict(c.counts), dict(c.start_counts) if start else {})
+            continue
+        counts, start_counts = group
+        for metric, value in c.counts.items():
+            counts[metric] = counts.get(metric, 0) + value
+        if start:
+            for metric, value in c.start_counts.items():
+                start_counts[metric] = start_counts.get(metric, 0) + value
+    for (unit, procedure, month, start), (counts, start_counts) in merged.items():
+        summed = Contribution(unit, procedure, month, counts, start_month=start, start_counts=start_counts)
+        for key, value in expand(summed).items():
+            totals[key] += value
+    return totals
+
+
 async def _histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
     """Every dossier's history, ``chunk_dossiers`` dossiers at a time (a server-side cursor: bounded memory)."""
     chunk: dict[str, list[HistoryEvent]] = {}
@@ -103,18 +134,17 @@ async def replay_state(
             if receipt is not None:
                 pairs.add((receipt.unit_code, receipt.procedure_code))
         legal = await engine.legal_days(apg, pairs)
-        totals: defaultdict[CounterKey, int] = defaultdict(int)
+        contributions = []
         rows = []
         for code, history in chunk.items():
             result.events += len(history)
             facts, timeliness, contribution = engine.evaluate(code, history, now, legal)
             if contribution is not None:
-                for key, value in expand(contribution).items():
-                    totals[key] += value
+                contributions.append(contribution)
             if write_dossiers:
                 rows.append(engine._dossier_row(facts, timeliness, contribution))  # noqa: SLF001
         result.dossiers += len(chunk)
-        increments = [(*key, value) for key, value in totals.items() if value]
+        increments = [(*key, value) for key, value in summed_increments(contributions).items() if value]
         if increments:
             await apg.copy_records_to_table(REPLAY_TABLE, records=increments, columns=COUNTER_COLUMNS)
         if rows:
