@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from shared.timeutil import VIETNAM
@@ -177,3 +178,200 @@ def digitized_payment_satisfaction(units_tree) -> Dataset:
                                       "rating": "satisfied" if j < satisfied else "unsatisfied",
                                       "occurred_at": (handled + dt.timedelta(hours=1)).isoformat()})
     return data
+
+
+# --- Transparency (1.1–1.4) -------------------------------------------------------------------------
+
+
+@dataclass
+class TransparencyData:
+    events: list[dict] = field(default_factory=list)
+    catalogue: list[dict] = field(default_factory=list)
+    reported: list[dict] = field(default_factory=list)
+
+
+CONTENT_PROCEDURES = 89  # PUBLIC_CONTENT_FULL is 87/89 for every unit, the parent included
+CONTENT_COMPLETE = 87
+
+
+def transparency() -> TransparencyData:
+    """August 2026 inputs reproducing the transparency CSV (1.1–1.4) for every unit.
+
+    - 1.1 and 1.2 are empty (no_data): no catalogue row carries a publication decision.
+    - 1.3: every child lists the same 89 procedures, 87 of them with all parts public, so every unit and
+      the parent (distinct procedures over the subtree) is 87/89.
+    - 1.4: each child receives exactly its DOSSIER_SYNC numerator of dossiers, each synced
+      (``synced_to_portal`` on its status-2 event), and the reported-totals feed gives the denominator
+      (``TEMP_NATIONAL_REPORT_DENOMINATOR``); the two ``NO_NATIONAL_REPORT_DATA`` units get neither
+      dossiers nor a total, so 0/0 is no_data. The parent's reported total is the sum of its members'.
+    """
+    rows = metric_rows("transparency")
+    parent = next(r["departmentCode"] for r in read("payment") if r["level"] == "PARENT")
+    codes = [f"CK{i:04d}" for i in range(CONTENT_PROCEDURES)]
+    data = TransparencyData()
+    for unit, metrics in rows.items():
+        if unit == parent:
+            continue
+        content = metrics["PUBLIC_CONTENT_FULL"]
+        assert (content["metrics.numerator"], content["metrics.denominator"]) == (str(CONTENT_COMPLETE),
+                                                                                  str(CONTENT_PROCEDURES))
+        for i, code in enumerate(codes):
+            data.catalogue.append({"unit_code": unit, "procedure_code": code, "complete_parts": i < CONTENT_COMPLETE,
+                                   "valid_from": "2026-01-01"})
+        sync = metrics["DOSSIER_SYNC"]
+        synced, reported = int(sync["metrics.numerator"]), int(sync["metrics.denominator"])
+        if sync["metrics.dataQualityStatus"] == "NO_NATIONAL_REPORT_DATA":
+            assert synced == reported == 0, unit
+            continue
+        data.reported.append({"unit_code": unit, "period": "2026-08", "received": reported})
+        for i in range(synced):
+            received_at = AUGUST + dt.timedelta(days=i % 28, minutes=i % 480)
+            data.events.append({
+                "event_id": f"sync-{unit}-{i:06d}", "dossier_code": f"SYNC-{unit}-{i:06d}", "unit_code": unit,
+                "procedure_code": codes[i % CONTENT_PROCEDURES], "status": 2, "occurred_at": received_at.isoformat(),
+                "due_at": (received_at + dt.timedelta(days=40)).isoformat(), "channel": 2,
+                "attributes": {"synced_to_portal": True},
+            })
+    return data
+
+
+# --- Online public services (3.1–3.3) ---------------------------------------------------------------
+
+
+def _cents(value) -> int:
+    from services.indicators.rules.scoring import round_half_up
+
+    return round(round_half_up(value) * 100)
+
+
+@dataclass(frozen=True)
+class OnlineSplit:
+    """One child's CLGQ inputs: 3.1 = k online of n procedures; 3.2 = a used of a + b service weights."""
+
+    k: int
+    n: int
+    a: int
+    b: int
+
+    def cents(self) -> tuple[int, int]:
+        from fractions import Fraction as Fr
+
+        s31 = _cents(min(Fr(2), 2 * Fr(self.k, self.n) / Fr(4, 5)))
+        s32 = _cents(4 * Fr(self.a, self.a + self.b))
+        return s31, s32
+
+
+@lru_cache(maxsize=1)
+def _online_splits() -> dict[int, OnlineSplit]:
+    """Every reachable 3.1 + 3.2 total (cents) → its cheapest split (fewest service weights, then procedures)."""
+    s31 = {(k, n): OnlineSplit(k, n, 0, 1).cents()[0] for k in range(1, 4) for n in range(k, 57)}
+    s32 = {(a, b): OnlineSplit(1, 1, a, b).cents()[1] for a in range(0, 6) for b in range(1, 41)}
+    best: dict[int, tuple[tuple[int, int], OnlineSplit]] = {}
+    for (a, b), c32 in s32.items():
+        for (k, n), c31 in s31.items():
+            # Every online entry weighs ≥ 1: the used one weighs a, the other k − 1 (or k) share b.
+            unused_entries = k - 1 if a else k
+            if b < unused_entries or (a and unused_entries == 0):
+                continue
+            key, total = (a + b, n), c31 + c32
+            if total not in best or key < best[total][0]:
+                best[total] = (key, OnlineSplit(k, n, a, b))
+    return {total: split for total, (_, split) in best.items()}
+
+
+def online_split(remainder_cents: int) -> OnlineSplit:
+    """The cheapest split whose rounded 3.1 and 3.2 scores add up to ``remainder_cents`` exactly."""
+    split = _online_splits().get(remainder_cents)
+    assert split is not None, remainder_cents
+    return split
+
+
+@dataclass
+class OnlineData:
+    events: list[dict] = field(default_factory=list)
+    catalogue: list[dict] = field(default_factory=list)
+    splits: dict[str, OnlineSplit] = field(default_factory=dict)
+
+
+def online() -> OnlineData:
+    """August 2026 inputs reproducing the online CSV: every child's CLGQ score, the parent's counts.
+
+    See tests/integration/test_reference_transparency_online.py for what is underdetermined and how
+    it is chosen.
+    """
+    rows = read("online")
+    parent = next(r for r in rows if r["level"] == "PARENT")
+    procedures, online_procs = int(parent["authorityCount"]), int(parent["partialCount"]) + int(parent["fullCount"])
+    on = [f"ON{i:03d}" for i in range(online_procs)]
+    off = [f"OFF{i:03d}" for i in range(procedures - online_procs)]
+    data = OnlineData()
+    ordered = on + off
+    rotation = 0
+    used_w = total_w = online_dossiers = 0
+    for row in rows:
+        if row is parent:
+            continue
+        unit, score = row["departmentCode"], round(float(row["totalScore"]) * 100)
+        if score == 0:
+            continue  # no dossier, no catalogue: 3.1 and 3.2 no_data, 3.3 0/0, group 0
+        assert score >= 600, (unit, score)
+        split = online_split(score - 600)
+        data.splits[unit] = split
+        chosen = [on[(rotation + j) % len(on)] for j in range(split.k)]
+        rotation += split.k
+        others = [code for code in ordered if code not in chosen][: split.n - split.k]
+        weights = ([split.a] if split.a else []) + [1] * (split.k - (1 if split.a else 0))
+        if split.k - (1 if split.a else 0):
+            weights[-1] += split.b - (split.k - (1 if split.a else 0))
+        assert sum(weights) == split.a + split.b and min(weights) >= 1, (unit, split, weights)
+        for code, weight in zip(chosen, weights):
+            data.catalogue.append({"unit_code": unit, "procedure_code": code, "online_level": "full",
+                                   "online_services": weight, "valid_from": "2026-01-01"})
+        for code in others:
+            data.catalogue.append({"unit_code": unit, "procedure_code": code, "online_level": "none",
+                                   "valid_from": "2026-01-01"})
+        used_w += split.a
+        total_w += split.a + split.b
+        # One online dossier: 3.3 is 1/1 (6 points); it makes the used service "used" (a > 0), or sits
+        # in a procedure outside the catalogue (a = 0).
+        received_at = AUGUST + dt.timedelta(days=online_dossiers % 28)
+        data.events.append(_dossier(f"ONL-{unit}", unit, chosen[0] if split.a else "OUTSIDE", received_at, 2, True))
+        online_dossiers += 1
+
+    # The parent's own rows make up its counts: all 56 procedures (31 partial, 21 full, 4 offline); its
+    # first online procedure is used (weight: 406 minus the children's used weights) and the other 51
+    # share the rest of the 1,968 service weights; its dossiers make up 150,956 online of 152,595, with
+    # 16,796 of the online ones overdue (onlineOverdueSum).
+    code = parent["departmentCode"]
+    used_h = int(parent["onlineDossierCount"]) - used_w
+    rest_h = int(parent["onlineServiceTotal"]) - total_w - used_h
+    assert used_h >= 1 and rest_h >= len(on) - 1, (used_h, rest_h)
+    weights = [used_h] + [1] * (len(on) - 1)
+    weights[-1] += rest_h - (len(on) - 1)
+    partial = int(parent["partialCount"])
+    for i, proc in enumerate(on):
+        data.catalogue.append({"unit_code": code, "procedure_code": proc,
+                               "online_level": "partial" if i < partial else "full",
+                               "online_services": weights[i], "valid_from": "2026-01-01"})
+    for proc in off:
+        data.catalogue.append({"unit_code": code, "procedure_code": proc, "online_level": "none",
+                               "valid_from": "2026-01-01"})
+    online_h = int(parent["channelOnlineSum"]) - online_dossiers
+    direct_h = int(parent["channelDirectSum"])
+    assert int(parent["channelPostalSum"]) == 0
+    assert online_dossiers + online_h + direct_h == int(parent["channelTotalSum"])
+    overdue = int(parent["onlineOverdueSum"])
+    for i in range(online_h + direct_h):
+        received_at = AUGUST + dt.timedelta(days=i % 28, minutes=i % 480)
+        is_online = i < online_h
+        late = is_online and i >= online_h - overdue
+        data.events.append(_dossier(f"ONL-{code}-{i:06d}", code, on[0] if is_online else off[0], received_at,
+                                    2 if is_online else 1, not late))
+    return data
+
+
+def _dossier(dossier: str, unit: str, procedure: str, received_at: dt.datetime, channel: int,
+             on_time: bool) -> dict:
+    due = received_at + (dt.timedelta(days=40) if on_time else dt.timedelta(days=1))
+    return {"event_id": dossier, "dossier_code": dossier, "unit_code": unit, "procedure_code": procedure,
+            "status": 2, "occurred_at": received_at.isoformat(), "due_at": due.isoformat(), "channel": channel}
