@@ -122,3 +122,45 @@ async def test_payment_every_unit(scores):
             got = component(body, cid)
             assert (got["numerator"], got["denominator"]) == pair, (row["departmentCode"], cid)
         assert close(group(body, "TTTT")["score"], row["totalScore"]), row["departmentCode"]
+
+
+async def test_portal_shaped_trees_reproduce_the_reference_columns(scores, runtime):
+    """Issue 5: GET /v1/portal/{payment,digitized,satisfaction}-tree give the CSVs' own columns."""
+    from services.app import create_app
+
+    app = create_app(("api",), runtime=runtime)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            async def tree(name):
+                r = await client.get(f"/v1/portal/{name}-tree", params={"unit": "H44", "period": "2026-08"},
+                                     headers=auth(READER_KEY))
+                assert r.status_code == 200, r.text
+                data = r.json()["data"]
+                return {row["departmentCode"]: row for row in [data["parent"], *data["children"]]}
+
+            payment = await tree("payment")
+            columns = ["totalDossierOnlinePaymentSuccess", "totalDossierFinancialObligation",
+                       "totalDossierOnlineFormalityPaymentSuccess", "totalFeeDossierFormalityDistinct",
+                       "totalFeeDossierFormality", "totalFeeFormality"]
+            for row in read("payment"):
+                got = payment[row["departmentCode"]]
+                assert [got[c] for c in columns] == [int(row[c]) for c in columns], row["departmentCode"]
+                assert close(got["totalScore"], row["totalScore"]), row["departmentCode"]
+                # The group ratio is the group score in percent of its 10 points: a score within 0.01
+                # point (two rows, H44.144 and H44.197, differ by 0.01 in the portal's own rounding)
+                # puts the ratio within 0.1.
+                assert abs(got["ratio"] - float(row["ratio"])) <= 0.1 + 1e-9, row["departmentCode"]
+
+            for name, codes in (("digitized", DIGITIZED), ("satisfaction", SATISFACTION)):
+                shaped = await tree(name)
+                for unit, metrics in metric_rows(name).items():
+                    got = {m["code"]: m for m in shaped[unit]["metrics"]}
+                    for code in codes:
+                        expected = metrics[code]
+                        if expected["metrics.numerator"] != "":
+                            assert (got[code]["numerator"], got[code]["denominator"]) == (
+                                int(expected["metrics.numerator"]), int(expected["metrics.denominator"])), (unit, code)
+                        if expected["metrics.score"] != "":
+                            assert close(got[code]["score"], expected["metrics.score"]), (unit, code)
+                    first = next(iter(metrics.values()))
+                    assert close(shaped[unit]["totalScore"], first["totalScore"]), (name, unit)
