@@ -216,7 +216,8 @@ async def put_procedures(
         raise Problem(422, "all_rejected", "every procedure was rejected", results=results)
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
-        written = await store_catalogue(apg, rows, full=mode == "full", valid_from=default_from)
+        # A copy: a full replace appends its tombstones, which are not items of this request.
+        written = await store_catalogue(apg, list(rows), full=mode == "full", valid_from=default_from)
         recomputed = await recompute_without_due_time(runtime, apg, {(r[0], r[1]) for r in rows})
     return {"accepted": len(rows), "rejected": len(items) - len(rows), "versions_written": written,
             "dossiers_recomputed": recomputed, "results": results}

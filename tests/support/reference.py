@@ -207,6 +207,9 @@ def transparency() -> TransparencyData:
     """
     rows = metric_rows("transparency")
     parent = next(r["departmentCode"] for r in read("payment") if r["level"] == "PARENT")
+    # The dossiers are received online, except at the units whose published online-services score is 0,
+    # so that the online CSV's inputs can be loaded on top of these (see ``online``).
+    offline_units = {r["departmentCode"] for r in read("online") if float(r["totalScore"]) == 0}
     codes = [f"CK{i:04d}" for i in range(CONTENT_PROCEDURES)]
     data = TransparencyData()
     for unit, metrics in rows.items():
@@ -229,7 +232,8 @@ def transparency() -> TransparencyData:
             data.events.append({
                 "event_id": f"sync-{unit}-{i:06d}", "dossier_code": f"SYNC-{unit}-{i:06d}", "unit_code": unit,
                 "procedure_code": codes[i % CONTENT_PROCEDURES], "status": 2, "occurred_at": received_at.isoformat(),
-                "due_at": (received_at + dt.timedelta(days=40)).isoformat(), "channel": 2,
+                "due_at": (received_at + dt.timedelta(days=40)).isoformat(),
+                "channel": 1 if unit in offline_units else 2,
                 "attributes": {"synced_to_portal": True},
             })
     return data
@@ -293,27 +297,38 @@ class OnlineData:
     splits: dict[str, OnlineSplit] = field(default_factory=dict)
 
 
-def online() -> OnlineData:
-    """August 2026 inputs reproducing the online CSV: every child's CLGQ score, the parent's counts.
+ONLINE_CATALOGUE_FROM = "2026-01-02"  # a full replace, after the transparency catalogue's version
 
-    See tests/integration/test_reference_transparency_online.py for what is underdetermined and how
-    it is chosen.
+
+def online(base_events: list[dict]) -> OnlineData:
+    """August 2026 inputs that, loaded on top of ``base_events`` (the transparency dossiers), reproduce
+    the online CSV: every child's CLGQ score and the parent's counts.
+
+    The catalogue is a full replace (``ONLINE_CATALOGUE_FROM``): the transparency procedures are
+    removed from then on, so the base dossiers count in 3.3 only. See
+    tests/integration/test_reference_transparency_online.py for what is underdetermined and how it is
+    chosen.
     """
     rows = read("online")
     parent = next(r for r in rows if r["level"] == "PARENT")
+    base: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # unit → [online, in person]
+    for e in base_events:
+        base[e["unit_code"]][0 if e["channel"] == 2 else 1] += 1
     procedures, online_procs = int(parent["authorityCount"]), int(parent["partialCount"]) + int(parent["fullCount"])
     on = [f"ON{i:03d}" for i in range(online_procs)]
     off = [f"OFF{i:03d}" for i in range(procedures - online_procs)]
     data = OnlineData()
     ordered = on + off
     rotation = 0
-    used_w = total_w = online_dossiers = 0
+    used_w = total_w = 0
     for row in rows:
         if row is parent:
             continue
         unit, score = row["departmentCode"], round(float(row["totalScore"]) * 100)
         if score == 0:
-            continue  # no dossier, no catalogue: 3.1 and 3.2 no_data, 3.3 0/0, group 0
+            # No online dossier, no catalogue: 3.1 and 3.2 no_data, 3.3 0/n, group 0.
+            assert base[unit][0] == 0, unit
+            continue
         assert score >= 600, (unit, score)
         split = online_split(score - 600)
         data.splits[unit] = split
@@ -326,22 +341,24 @@ def online() -> OnlineData:
         assert sum(weights) == split.a + split.b and min(weights) >= 1, (unit, split, weights)
         for code, weight in zip(chosen, weights):
             data.catalogue.append({"unit_code": unit, "procedure_code": code, "online_level": "full",
-                                   "online_services": weight, "valid_from": "2026-01-01"})
+                                   "online_services": weight, "valid_from": ONLINE_CATALOGUE_FROM})
         for code in others:
             data.catalogue.append({"unit_code": unit, "procedure_code": code, "online_level": "none",
-                                   "valid_from": "2026-01-01"})
+                                   "valid_from": ONLINE_CATALOGUE_FROM})
         used_w += split.a
         total_w += split.a + split.b
-        # One online dossier: 3.3 is 1/1 (6 points); it makes the used service "used" (a > 0), or sits
-        # in a procedure outside the catalogue (a = 0).
-        received_at = AUGUST + dt.timedelta(days=online_dossiers % 28)
-        data.events.append(_dossier(f"ONL-{unit}", unit, chosen[0] if split.a else "OUTSIDE", received_at, 2, True))
-        online_dossiers += 1
+        # 3.3 = 6 needs ≥ 1 online dossier and at least half online: the base dossiers are all online
+        # here. A used service (a > 0) needs one online dossier in its procedure.
+        assert base[unit][1] == 0, unit
+        if split.a or not base[unit][0]:
+            data.events.append(_dossier(f"ONL-{unit}", unit, chosen[0] if split.a else "OUTSIDE",
+                                        AUGUST + dt.timedelta(days=len(data.events) % 28), 2, True))
+            base[unit][0] += 1
 
     # The parent's own rows make up its counts: all 56 procedures (31 partial, 21 full, 4 offline); its
     # first online procedure is used (weight: 406 minus the children's used weights) and the other 51
-    # share the rest of the 1,968 service weights; its dossiers make up 150,956 online of 152,595, with
-    # 16,796 of the online ones overdue (onlineOverdueSum).
+    # share the rest of the 1,968 service weights; its own dossiers make up 150,956 online of 152,595
+    # received (1,639 in person, none by post).
     code = parent["departmentCode"]
     used_h = int(parent["onlineDossierCount"]) - used_w
     rest_h = int(parent["onlineServiceTotal"]) - total_w - used_h
@@ -352,21 +369,19 @@ def online() -> OnlineData:
     for i, proc in enumerate(on):
         data.catalogue.append({"unit_code": code, "procedure_code": proc,
                                "online_level": "partial" if i < partial else "full",
-                               "online_services": weights[i], "valid_from": "2026-01-01"})
+                               "online_services": weights[i], "valid_from": ONLINE_CATALOGUE_FROM})
     for proc in off:
         data.catalogue.append({"unit_code": code, "procedure_code": proc, "online_level": "none",
-                               "valid_from": "2026-01-01"})
-    online_h = int(parent["channelOnlineSum"]) - online_dossiers
-    direct_h = int(parent["channelDirectSum"])
+                               "valid_from": ONLINE_CATALOGUE_FROM})
     assert int(parent["channelPostalSum"]) == 0
-    assert online_dossiers + online_h + direct_h == int(parent["channelTotalSum"])
-    overdue = int(parent["onlineOverdueSum"])
+    online_h = int(parent["channelOnlineSum"]) - sum(v[0] for v in base.values())
+    direct_h = int(parent["channelDirectSum"]) - sum(v[1] for v in base.values())
+    assert online_h >= 1 and direct_h >= 0, (online_h, direct_h)
     for i in range(online_h + direct_h):
         received_at = AUGUST + dt.timedelta(days=i % 28, minutes=i % 480)
         is_online = i < online_h
-        late = is_online and i >= online_h - overdue
         data.events.append(_dossier(f"ONL-{code}-{i:06d}", code, on[0] if is_online else off[0], received_at,
-                                    2 if is_online else 1, not late))
+                                    2 if is_online else 1, True))
     return data
 
 
