@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 
 from shared.settings import ApiKey, Settings
-from tests.support.database import TestDatabase
+from tests.support.database import TestDatabase, truncate_event_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS_FILE = ROOT / "examples" / "units-h44.csv"
@@ -64,20 +64,12 @@ async def runtime(settings):
     await rt.engine.dispose()
 
 
-TABLES_TO_CLEAN = ("events", "pending_events", "dossiers", "counters", "dead_letters")
 
 
 @pytest_asyncio.fixture
 async def clean_db(runtime):
     """Empty the event and counter tables (the unit tree stays) before a test."""
-    from shared.db.raw import driver_connection
-
-    async with runtime.engine.begin() as conn:
-        apg = await driver_connection(conn)
-        existing = await apg.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        names = {r["tablename"] for r in existing} - {"alembic_version", "units"}
-        await apg.execute("TRUNCATE " + ", ".join(sorted(names)))
-    runtime.events_waiting.clear()
+    await truncate_event_tables(runtime)
     yield runtime
 
 

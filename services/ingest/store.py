@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shared.db.raw import jsonb
 from shared.events import DossierEvent
 
 ACCEPTED, DUPLICATE, CONFLICT = "accepted", "duplicate", "conflict"

@@ -11,7 +11,8 @@ import pytest
 import pytest_asyncio
 
 from services.ingest.intake import Item, intake
-from shared.db.raw import driver_connection
+from tests.support.database import truncate_event_tables
+from tests.support.scores import chunks, close, component, group
 from tests.conftest import ADMIN_KEY, READER_KEY, auth, drain
 from tests.support.reference import digitized_payment_satisfaction, metric_rows, read
 
@@ -26,22 +27,13 @@ SATISFACTION = {"PETITION_PROCESSING_ON_TIME": "5.1", "PETITION_HANDLING_SATISFA
                 "DOSSIER_RECEIVING_SATISFACTION": "5.3"}
 
 
-def chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 @pytest_asyncio.fixture(scope="module")
 async def scores(runtime):
     """Load the reference inputs once; return every unit's August scores as the API serves them."""
     from services.app import create_app
 
 
-    async with runtime.engine.begin() as conn:
-        apg = await driver_connection(conn)
-        existing = await apg.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        names = {r["tablename"] for r in existing} - {"alembic_version", "units"}
-        await apg.execute("TRUNCATE " + ", ".join(sorted(names)))
+    await truncate_event_tables(runtime)
     data = digitized_payment_satisfaction(runtime.units)
     app = create_app(("ingest", "api"), runtime=runtime)
     async with app.router.lifespan_context(app):
@@ -69,18 +61,6 @@ async def scores(runtime):
                 assert r.status_code == 200, r.text
                 out[code] = r.json()
             return out
-
-
-def component(body, cid):
-    return next(c for g in body["groups"] for c in g["components"] if c["id"] == cid)
-
-
-def group(body, code):
-    return next(g for g in body["groups"] if g["code"] == code)
-
-
-def close(a, b):
-    return abs(float(a) - float(b)) <= 0.01 + 1e-9
 
 
 def check_metric(body, cid, row):

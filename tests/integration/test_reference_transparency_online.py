@@ -35,7 +35,8 @@ import pytest
 import pytest_asyncio
 
 from services.ingest.intake import Item, intake
-from shared.db.raw import driver_connection
+from tests.support.database import truncate_event_tables
+from tests.support.scores import chunks, close, component, group
 from tests.conftest import ADMIN_KEY, READER_KEY, auth, drain
 from tests.support.reference import (
     ONLINE_CATALOGUE_FROM,
@@ -53,17 +54,8 @@ TRANSPARENCY = {"PUBLISH_ON_TIME": "1.1", "PUBLIC_UPDATE_ON_TIME": "1.2", "PUBLI
                 "DOSSIER_SYNC": "1.4"}
 
 
-def chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 async def truncate(runtime) -> None:
-    async with runtime.engine.begin() as conn:
-        apg = await driver_connection(conn)
-        existing = await apg.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        names = {r["tablename"] for r in existing} - {"alembic_version", "units"}
-        await apg.execute("TRUNCATE " + ", ".join(sorted(names)))
+    await truncate_event_tables(runtime)
 
 
 async def load(client, runtime, *, catalogue, events, reported=(), full_from=None) -> None:
@@ -126,18 +118,6 @@ def transparency_scores(scores):
 @pytest.fixture(scope="module")
 def online_scores(scores):
     return scores[1]
-
-
-def component(body, cid):
-    return next(c for g in body["groups"] for c in g["components"] if c["id"] == cid)
-
-
-def group(body, code):
-    return next(g for g in body["groups"] if g["code"] == code)
-
-
-def close(a, b):
-    return abs(float(a) - float(b)) <= 0.01 + 1e-9
 
 
 async def test_transparency_every_unit(transparency_scores):

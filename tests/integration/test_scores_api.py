@@ -8,6 +8,7 @@ from services.indicators.worker import sweep
 from shared.timeutil import VIETNAM, utcnow
 from tests.conftest import ADMIN_KEY, READER_KEY, SOURCE_KEY, auth, drain
 from tests.support.events import event, vn
+from tests.support.scores import component
 
 
 async def post(client, events, key=ADMIN_KEY):
@@ -22,8 +23,6 @@ async def scores(client, unit, period, **params):
     return response.json()
 
 
-def component(body, cid):
-    return next(c for g in body["groups"] for c in g["components"] if c["id"] == cid)
 
 
 AUGUST = [

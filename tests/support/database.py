@@ -65,3 +65,15 @@ class TestDatabase:
 
     def drop(self) -> None:
         asyncio.run(self._admin_execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+async def truncate_event_tables(runtime) -> None:
+    """Empty every table but the unit tree and Alembic's version (between tests, or before a big load)."""
+    from shared.db.raw import driver_connection
+
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        existing = await apg.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        names = {r["tablename"] for r in existing} - {"alembic_version", "units"}
+        await apg.execute("TRUNCATE " + ", ".join(sorted(names)))
+    runtime.events_waiting.clear()
