@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument("--period", default="2026-08")
     args = parser.parse_args()
     rows, raw = [], {}
-    with Service("api", args.database).start() as service:
+    service = Service("api", args.database).start()
+    try:
         targets = {
             "score of H44.03": f"/v1/scores/H44.03?period={args.period}",
             "ranking of the communes": f"/v1/scores?period={args.period}&parent=H44&level=COMMUNE&limit=200",
@@ -58,7 +59,8 @@ def main() -> None:
             result = run_wrk(service.base_url + path, args.connections, args.seconds, args.threads)
             raw[name] = result.pop("raw")
             rows.append({"label": args.label, "query": name, "connections": args.connections, **result})
-        peak = service.rss.stop() if service.rss else 0
+    finally:
+        peak = service.stop()
     for row in rows:
         row["service_peak_rss_mib"] = mib(peak)
     report(f"query_wrk{'-' + args.label if args.label else ''}", rows, {"wrk_output": raw},
