@@ -10,11 +10,16 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.ingest.intake import Item, intake
+from tests.conftest import ADMIN_KEY, READER_KEY, auth
 from tests.support.database import truncate_event_tables
+from tests.support.reference import (
+    august_scores,
+    digitized_payment_satisfaction,
+    ingest_reference,
+    metric_rows,
+    read,
+)
 from tests.support.scores import chunks, close, component, group
-from tests.conftest import ADMIN_KEY, READER_KEY, auth, drain
-from tests.support.reference import digitized_payment_satisfaction, metric_rows, read
 
 pytestmark = pytest.mark.slow
 
@@ -48,19 +53,8 @@ async def scores(runtime):
             for part in chunks(data.feedback, 1000):
                 r = await client.post("/v1/feedback", json=part, headers=auth(ADMIN_KEY))
                 assert r.status_code == 200 and r.json()["rejected"] == 0, r.text[:500]
-            for part in chunks(data.events, 2000):
-                items = [Item(i, e, "") for i, e in enumerate(part)]
-                result = await intake(runtime, items, source="reference", transport="test", allowed_units=None,
-                                      enqueue=True)
-                assert result.accepted == len(part)
-            await drain(runtime)
-            out = {}
-            for row in read("payment"):
-                code = row["departmentCode"]
-                r = await client.get(f"/v1/scores/{code}", params={"period": "2026-08"}, headers=auth(READER_KEY))
-                assert r.status_code == 200, r.text
-                out[code] = r.json()
-            return out
+            await ingest_reference(runtime, data.events)
+            return await august_scores(client)
 
 
 def check_metric(body, cid, row):

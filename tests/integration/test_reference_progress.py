@@ -9,9 +9,9 @@ import datetime as dt
 
 import pytest
 
-from services.ingest.intake import Item, intake
-from tests.conftest import READER_KEY, REFERENCE_DIR, auth, drain
+from tests.conftest import READER_KEY, REFERENCE_DIR, auth
 from tests.support.events import event
+from tests.support.reference import ingest_reference
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +38,9 @@ async def test_portal_progress_scores_for_every_unit(app_client):
     runtime = app_client.app.state.runtime
     rows = progress_rows()
     children = [r for r in rows if r["level"] != "PARENT"]
-    batch: list[Item] = []
-    for row in children:
-        for item in dossier_events(row["departmentCode"], int(row["totalReceived"]), int(row["totalOnTime"])):
-            batch.append(Item(len(batch), item, ""))
-            if len(batch) == 1000:
-                result = await intake(runtime, batch, source="reference", transport="test", allowed_units=None,
-                                      enqueue=True)
-                assert result.accepted == len(batch)
-                batch = []
-    if batch:
-        await intake(runtime, batch, source="reference", transport="test", allowed_units=None, enqueue=True)
-    await drain(runtime)
+    events = [item for row in children for item in
+              dossier_events(row["departmentCode"], int(row["totalReceived"]), int(row["totalOnTime"]))]
+    await ingest_reference(runtime, events, batch=1000)
 
     for row in rows:
         response = await app_client.get(f"/v1/scores/{row['departmentCode']}", params={"period": "2026-08"},

@@ -34,19 +34,20 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.ingest.intake import Item, intake
+from tests.conftest import ADMIN_KEY, auth
 from tests.support.database import truncate_event_tables
-from tests.support.scores import chunks, close, component, group
-from tests.conftest import ADMIN_KEY, READER_KEY, auth, drain
 from tests.support.reference import (
     ONLINE_CATALOGUE_FROM,
     OnlineSplit,
+    august_scores,
+    ingest_reference,
     metric_rows,
     online,
     online_split,
     read,
     transparency,
 )
+from tests.support.scores import chunks, close, component, group
 
 pytestmark = pytest.mark.slow
 
@@ -74,22 +75,7 @@ async def load(client, runtime, *, catalogue, events, reported=(), full_from=Non
     if reported:
         r = await client.put("/v1/reported-totals", json=list(reported), headers=auth(ADMIN_KEY))
         assert r.status_code == 200 and r.json()["rejected"] == 0, r.text[:500]
-    for part in chunks(events, 5000):
-        items = [Item(i, e, "") for i, e in enumerate(part)]
-        result = await intake(runtime, items, source="reference", transport="test", allowed_units=None,
-                              enqueue=True)
-        assert result.accepted == len(part)
-    await drain(runtime)
-
-
-async def august_scores(client) -> dict[str, dict]:
-    out = {}
-    for row in read("payment"):
-        code = row["departmentCode"]
-        r = await client.get(f"/v1/scores/{code}", params={"period": "2026-08"}, headers=auth(READER_KEY))
-        assert r.status_code == 200, r.text
-        out[code] = r.json()
-    return out
+    await ingest_reference(runtime, events, batch=5000)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -390,3 +390,29 @@ def _dossier(dossier: str, unit: str, procedure: str, received_at: dt.datetime, 
     due = received_at + (dt.timedelta(days=40) if on_time else dt.timedelta(days=1))
     return {"event_id": dossier, "dossier_code": dossier, "unit_code": unit, "procedure_code": procedure,
             "status": 2, "occurred_at": received_at.isoformat(), "due_at": due.isoformat(), "channel": channel}
+
+
+async def ingest_reference(runtime, events: list[dict], *, batch: int = 2000) -> None:
+    """Push generated events through ingest's intake (as source "reference") and apply them all."""
+    from services.ingest.intake import Item, intake
+    from tests.conftest import drain
+
+    for start in range(0, len(events), batch):
+        part = events[start:start + batch]
+        items = [Item(i, e, "") for i, e in enumerate(part)]
+        result = await intake(runtime, items, source="reference", transport="test", allowed_units=None, enqueue=True)
+        assert result.accepted == len(part)
+    await drain(runtime)
+
+
+async def august_scores(client) -> dict[str, dict]:
+    """Every reference unit's August 2026 scores, as GET /v1/scores serves them."""
+    from tests.conftest import READER_KEY, auth
+
+    out = {}
+    for row in read("payment"):
+        code = row["departmentCode"]
+        r = await client.get(f"/v1/scores/{code}", params={"period": "2026-08"}, headers=auth(READER_KEY))
+        assert r.status_code == 200, r.text
+        out[code] = r.json()
+    return out
