@@ -21,7 +21,6 @@ from services.indicators.replay import check
 from shared.db.raw import driver_connection
 from shared.kafka import ensure_topics
 from tests.support.kafka import (
-    TansuBroker,
     as_messages,
     end_offsets,
     free_port,
@@ -40,13 +39,6 @@ DVC766 = str(Path(sys.executable).with_name("dvc766"))
 STREAM_DOSSIERS = 5000  # x 4 events = 20,000 events
 POISON = [b"\x00 not json", b'{"event_id": "p-1"}', b'{"event_id": "p-2", "dossier_code": "S000003", '
           b'"unit_code": "H99", "procedure_code": "P", "status": 2, "occurred_at": "2026-08-03T08:00:00+07:00"}']
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = TansuBroker().start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from shared.kafka import SOURCE_HEADER, ensure_topics
 from tests.conftest import SOURCE_KEY, auth
 from tests.support.events import event, vn
 from tests.support.kafka import (
-    TansuBroker,
     as_messages,
     end_offsets,
     kafka_settings,
@@ -33,13 +32,6 @@ from tests.support.kafka import (
     stored_offsets,
     wait_caught_up,
 )
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = TansuBroker().start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture
