@@ -153,10 +153,6 @@ class ScoreContext:
         )
 
 
-async def _table_exists(apg: asyncpg.Connection, name: str) -> bool:
-    return bool(await apg.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
-
-
 async def load_context(
     apg: asyncpg.Connection,
     tree: UnitTree,
@@ -175,8 +171,6 @@ async def load_context(
         per_unit = await unit_counts(apg, units, period.key)
     ctx = ScoreContext(tree=tree, period=period, now=now, policy=policy, calendar=calendar, per_unit=per_unit)
     ctx.e_copy_known = any(u.e_certified_copy is not None for u in tree.units.values())
-    if not await _table_exists(apg, "procedures"):
-        return ctx
     ctx.catalogue = await catalogue_as_of(apg, units, period.end)
     if ctx.catalogue:
         rows = await apg.fetch(

@@ -59,8 +59,7 @@ class IndicatorEngine:
 
     async def legal_days(self, conn: asyncpg.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
         """Legal processing time (working days) of (unit, procedure) pairs, from the catalogue if loaded."""
-        exists = await conn.fetchval("SELECT to_regclass('procedures') IS NOT NULL")
-        if not exists or not pairs:
+        if not pairs:
             return {}
         units, procedures = zip(*pairs)
         rows = await conn.fetch(
