@@ -28,7 +28,7 @@ from shared.settings import PolicySettings
 from shared.timeutil import Period
 from shared.units import UnitTree
 
-PER_PROCEDURE_METRICS = [c.RECEIVED, "received_online", c.PAID_ONLINE_DOSSIERS, c.FEE_DATA, c.POPULATION_DATA]
+PER_PROCEDURE_METRICS = sorted(c.PROCEDURE_METRICS)  # the only metrics counted per procedure
 
 
 def entry_of(row) -> CatalogueEntry:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from services.indicators.rules.counters import Contribution, CounterKey, accumulate_delta, nonzero
+from services.indicators.rules.counters import Contribution, CounterDelta
 from services.indicators.rules.dossier import DossierFacts, HistoryEvent, Timeliness, assess, derive_facts
 from services.indicators.rules.counters import contribution_of
 from shared.calendar import WorkingCalendar
@@ -115,14 +115,14 @@ class IndicatorEngine:
                 pairs.add((receipt.unit_code, receipt.procedure_code))
         legal = await self.legal_days(conn, pairs)
 
-        delta: defaultdict[CounterKey, int] = defaultdict(int)
+        delta = CounterDelta()
         rows = []
         for code in codes:
             history = histories.get(code)
             if not history:
                 continue
             facts, timeliness, contribution = self.evaluate(code, history, now, legal)
-            accumulate_delta(delta, old.get(code), contribution)
+            delta.move(old.get(code), contribution)
             rows.append(self._dossier_row(facts, timeliness, contribution))
         await self._write_dossiers(conn, rows)
         written = await write_counter_delta(conn, delta)
@@ -197,7 +197,7 @@ class IndicatorEngine:
         )
         if not rows:
             return 0
-        delta: defaultdict[CounterKey, int] = defaultdict(int)
+        delta = CounterDelta()
         codes = []
         contributions = []
         for row in rows:
@@ -205,7 +205,7 @@ class IndicatorEngine:
             if old is None:
                 continue
             new = replace(old, deadline_passed=True)
-            accumulate_delta(delta, old, new)
+            delta.move(old, new)
             codes.append(row["dossier_code"])
             contributions.append(jsonb(new.to_json()))
         await conn.execute(
@@ -219,8 +219,8 @@ class IndicatorEngine:
         return len(codes)
 
 
-async def write_counter_delta(conn: asyncpg.Connection, delta: dict[CounterKey, int]) -> int:
-    changes = nonzero(delta)
+async def write_counter_delta(conn: asyncpg.Connection, delta: CounterDelta) -> int:
+    changes = delta.rows()
     if not changes:
         return 0
     units, procedures, periods, metrics, values = [], [], [], [], []

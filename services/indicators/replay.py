@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from services.indicators.engine import IndicatorEngine, history_event
-from services.indicators.rules.counters import Contribution, CounterKey, expand
+from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, expand
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
 from shared.runtime import Runtime
@@ -69,34 +69,11 @@ def counters_from_histories(
 
 
 def summed_increments(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
-    """The sum of the contributions' expansions (pure). ``expand`` is linear in the counts of a settled
-    contribution, so settled ones alike but for their counts (same unit, procedure, received month and
-    start month) are summed first and expanded once; open ones, whose expansion depends on the clock,
-    are expanded one by one."""
-    merged: dict[tuple, tuple[dict[str, int], dict[str, int]]] = {}
-    totals: defaultdict[CounterKey, int] = defaultdict(int)
-    for c in contributions:
-        if c.open_undetermined:
-            for key, value in expand(c).items():
-                totals[key] += value
-            continue
-        start = c.start_month if c.start_counts else None
-        group = merged.get((c.unit_code, c.procedure_code, c.received_month, start))
-        if group is None:
-            merged[(c.unit_code, c.procedure_code, c.received_month, start)] = (
-                dict(c.counts), dict(c.start_counts) if start else {})
-            continue
-        counts, start_counts = group
-        for metric, value in c.counts.items():
-            counts[metric] = counts.get(metric, 0) + value
-        if start:
-            for metric, value in c.start_counts.items():
-                start_counts[metric] = start_counts.get(metric, 0) + value
-    for (unit, procedure, month, start), (counts, start_counts) in merged.items():
-        summed = Contribution(unit, procedure, month, counts, start_month=start, start_counts=start_counts)
-        for key, value in expand(summed).items():
-            totals[key] += value
-    return totals
+    """The sum of the contributions' expansions (pure), summed at the month grain first (:class:`CounterDelta`)."""
+    delta = CounterDelta()
+    for contribution in contributions:
+        delta.add(contribution)
+    return delta.totals()
 
 
 async def _histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[HistoryEvent]]]:

@@ -199,35 +199,122 @@ def contribution_of(
     )
 
 
+# Per-procedure rows are kept only for the metrics that the per-procedure (catalogue) components read:
+# 3.2 and 3.3 (received, received online), 3.4, 3.5 and 4.6; the all-procedures row keeps every metric.
+# Any other per-procedure row would be written on the hot path and never read.
+PROCEDURE_METRICS = frozenset({RECEIVED, RECEIVED_BY_CHANNEL[2], PAID_ONLINE_DOSSIERS, FEE_DATA, POPULATION_DATA})
+
+
 @lru_cache(maxsize=4096)
 def _periods_of_month(month: str) -> tuple[tuple[str, dt.datetime], ...]:
     first = parse_period(month).start
     return tuple((key, parse_period(key).end) for key in periods_of(first))
 
 
+class CounterDelta:
+    """Counter changes summed at the month grain, spread over periods and procedure rows once at the end.
+
+    A contribution's counts land in its received month (and the 3.6 counts in their start month); the
+    month, its quarter and its year all get the same increment, so summing per month first and
+    spreading each distinct key once is exact and touches far fewer keys than expanding each dossier.
+    Only the on-time/overdue split of an open dossier differs by period (it depends on each period's
+    end), so that part is kept per period.
+    """
+
+    __slots__ = ("monthly", "by_period")
+
+    def __init__(self) -> None:
+        self.monthly: defaultdict[CounterKey, int] = defaultdict(int)  # period = a month, spread later
+        self.by_period: defaultdict[CounterKey, int] = defaultdict(int)  # period as is
+
+    def add(self, contribution: Contribution, sign: int = 1) -> None:
+        monthly = self.monthly
+        unit, procedure, month = contribution.unit_code, contribution.procedure_code, contribution.received_month
+        for metric, value in contribution.counts.items():
+            monthly[(unit, procedure, month, metric)] += sign * value
+        if contribution.start_counts and contribution.start_month:
+            start = contribution.start_month
+            for metric, value in contribution.start_counts.items():
+                monthly[(unit, procedure, start, metric)] += sign * value
+        if contribution.open_undetermined:
+            # Overdue for a period iff the deadline passed before min(now, end of the period).
+            deadline = contribution.open_deadline
+            passed = contribution.deadline_passed and deadline is not None
+            by_period = self.by_period
+            for period, period_end in _periods_of_month(month):
+                overdue = passed and deadline < period_end  # type: ignore[operator]
+                by_period[(unit, procedure, period, OVERDUE if overdue else ON_TIME)] += sign
+                by_period[(unit, procedure, period, OPEN_OVERDUE if overdue else OPEN_IN_TIME)] += sign
+
+    def move(self, old: Contribution | None, new: Contribution | None) -> None:
+        """Retract ``old`` and add ``new``."""
+        if old == new:
+            return
+        if (
+            old is not None
+            and new is not None
+            and old.open_undetermined == new.open_undetermined
+            and (not new.open_undetermined
+                 or (old.open_deadline == new.open_deadline and old.deadline_passed == new.deadline_passed))
+            and (old.unit_code, old.procedure_code, old.received_month, old.start_month)
+            == (new.unit_code, new.procedure_code, new.received_month, new.start_month)
+        ):
+            # The usual case (a status moves on): only some counts differ.
+            unit, procedure = new.unit_code, new.procedure_code
+            self._difference(unit, procedure, new.received_month, old.counts, new.counts)
+            if new.start_month:
+                self._difference(unit, procedure, new.start_month, old.start_counts, new.start_counts)
+            return
+        if old is not None:
+            self.add(old, -1)
+        if new is not None:
+            self.add(new, 1)
+
+    def _difference(self, unit: str, procedure: str, month: str, old: dict[str, int], new: dict[str, int]) -> None:
+        monthly = self.monthly
+        for metric, value in new.items():
+            change = value - old.get(metric, 0)
+            if change:
+                monthly[(unit, procedure, month, metric)] += change
+        for metric, value in old.items():
+            if metric not in new and value:
+                monthly[(unit, procedure, month, metric)] -= value
+
+    def totals(self) -> dict[CounterKey, int]:
+        """The change of every counter row (zeros included)."""
+        out: defaultdict[CounterKey, int] = defaultdict(int)
+        for (unit, procedure, month, metric), value in self.monthly.items():
+            if not value:
+                continue
+            per_procedure = metric in PROCEDURE_METRICS
+            for period, _ in _periods_of_month(month):
+                out[(unit, ALL_PROCEDURES, period, metric)] += value
+                if per_procedure:
+                    out[(unit, procedure, period, metric)] += value
+        for (unit, procedure, period, metric), value in self.by_period.items():
+            if not value:
+                continue
+            out[(unit, ALL_PROCEDURES, period, metric)] += value
+            if metric in PROCEDURE_METRICS:
+                out[(unit, procedure, period, metric)] += value
+        return out
+
+    def rows(self) -> list[tuple[CounterKey, int]]:
+        """The non-zero changes, in the counters' primary-key order (unit, period, procedure, metric):
+        every writer locks rows in the same order, so concurrent workers cannot deadlock."""
+        return sorted(((k, v) for k, v in self.totals().items() if v), key=_primary_key_order)
+
+
+def _primary_key_order(item: tuple[CounterKey, int]) -> tuple[str, str, str, str]:
+    unit, procedure, period, metric = item[0]
+    return unit, period, procedure, metric
+
+
 def expand(contribution: Contribution) -> dict[CounterKey, int]:
     """The counter increments of a contribution, for every period holding its received month."""
-    out: dict[CounterKey, int] = {}
-    unit = contribution.unit_code
-    for period, period_end in _periods_of_month(contribution.received_month):
-        counts = dict(contribution.counts)
-        if contribution.open_undetermined:
-            # Overdue for this period iff the deadline passed before min(now, end of the period).
-            deadline = contribution.open_deadline
-            overdue = contribution.deadline_passed and deadline is not None and deadline < period_end
-            counts[OVERDUE if overdue else ON_TIME] = counts.get(OVERDUE if overdue else ON_TIME, 0) + 1
-            key = OPEN_OVERDUE if overdue else OPEN_IN_TIME
-            counts[key] = counts.get(key, 0) + 1
-        for procedure in (contribution.procedure_code, ALL_PROCEDURES):
-            for metric, value in counts.items():
-                out[(unit, procedure, period, metric)] = value
-    if contribution.start_counts and contribution.start_month:
-        for period, _ in _periods_of_month(contribution.start_month):
-            for procedure in (contribution.procedure_code, ALL_PROCEDURES):
-                for metric, value in contribution.start_counts.items():
-                    key = (unit, procedure, period, metric)
-                    out[key] = out.get(key, 0) + value
-    return out
+    delta = CounterDelta()
+    delta.add(contribution)
+    return {k: v for k, v in delta.totals().items() if v}
 
 
 def accumulate_delta(
@@ -235,7 +322,8 @@ def accumulate_delta(
     old: Contribution | None,
     new: Contribution | None,
 ) -> None:
-    """Add ``new``'s expansion and retract ``old``'s, in place."""
+    """Add ``new``'s expansion and retract ``old``'s, in place (the reference :class:`CounterDelta` is
+    tested against)."""
     if old == new:
         return
     if old is not None:
@@ -247,7 +335,7 @@ def accumulate_delta(
 
 
 def nonzero(delta: Mapping[CounterKey, int]) -> list[tuple[CounterKey, int]]:
-    return sorted((k, v) for k, v in delta.items() if v)
+    return sorted(((k, v) for k, v in delta.items() if v), key=_primary_key_order)
 
 
 def total_counts(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
