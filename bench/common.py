@@ -303,7 +303,7 @@ def simulated_events(scale: float, seed: int = 766, limit: int | None = None) ->
     path = RESULTS / f"events-s{scale:g}-seed{seed}.ndjson"
     if not path.exists():
         started = time.perf_counter()
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent benches each write their own
         subprocess.run([DVC766, "simulate", "--scale", str(scale), "--seed", str(seed), "-o", str(tmp)],
                        check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
         tmp.rename(path)

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+from common import profiled, report  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.support.database import TestDatabase  # noqa: E402
 from tests.support.kafka import (  # noqa: E402
@@ -53,8 +55,22 @@ async def _offsets(url: str, group: str) -> dict[int, int]:
     return {r["partition"]: r["next_offset"] for r in rows}
 
 
+def stream_of(kind: str, events: int) -> list[tuple[bytes, bytes]]:
+    """``synthetic``: ~4 events per dossier, each dossier's events next to each other (the stream of the
+    Kafka tests). ``simulated``: the first N events of `dvc766 simulate` (seed 766) in delivery order, so a
+    dossier's events are spread over the month as in real life (harder: batches rarely share a dossier)."""
+    if kind == "synthetic":
+        return as_messages(make_stream(events // 4, prefix="B"))
+    import orjson
+
+    from common import simulated_events
+
+    lines = simulated_events(1.0, limit=events)
+    return [(orjson.loads(line)["dossier_code"].encode(), line) for line in lines]
+
+
 async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, workers: int, batch: int,
-                  partitions: int) -> dict:
+                  partitions: int, stream_kind: str = "synthetic", profile: bool = False) -> dict:
     from shared.db.engine import migrate_sync  # noqa: F401 - migrated once in main
 
     base = Settings(database_url=database.async_url, units_file=ROOT / "examples" / "units-h44.csv")
@@ -74,23 +90,34 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
             assert time.monotonic() < deadline, "workers did not get their partitions"
             await asyncio.sleep(0.1)
         await asyncio.sleep(3.0 if workers > 1 else 0.5)  # let the group settle after the last join
-        stream = as_messages(make_stream(events // 4, prefix="B"))
-        started = time.perf_counter()
-        await produce(broker.bootstrap, settings.kafka_topic, stream)
-        produced = time.perf_counter() - started
-        while sum((await _offsets(database.url, settings.kafka_group_id)).values()) < len(stream):
-            assert all(p.poll() is None for p in procs), "a worker died"
-            assert time.perf_counter() - started < 600, "not caught up in 10 minutes"
-            await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        stream = stream_of(stream_kind, events)
+        cpu_before = [_cpu_seconds(p.pid) for p in procs]
+        with profiled(procs[0].pid, f"kafka-{stream_kind}-{workers}w", profile):
+            started = time.perf_counter()
+            await produce(broker.bootstrap, settings.kafka_topic, stream)
+            produced = time.perf_counter() - started
+            while sum((await _offsets(database.url, settings.kafka_group_id)).values()) < len(stream):
+                assert all(p.poll() is None for p in procs), "a worker died"
+                assert time.perf_counter() - started < 600, "not caught up in 10 minutes"
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - sum(cpu_before)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
     return {"events": len(stream), "workers": workers, "batch": batch, "partitions": partitions,
-            "produce_s": round(produced, 2), "seconds": round(elapsed, 2),
-            "events_per_s": round(len(stream) / elapsed)}
+            "stream": stream_kind, "produce_s": round(produced, 2), "seconds": round(elapsed, 2),
+            "events_per_s": round(len(stream) / elapsed),
+            "worker_cpu_us_per_event": round(cpu / len(stream) * 1e6, 1)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 async def _truncate(url: str) -> None:
@@ -109,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--batch", type=int, nargs="+", default=[5000])
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--stream", choices=["synthetic", "simulated"], default="synthetic")
+    parser.add_argument("--profile", action="store_true", help="py-spy the (first) worker")
     args = parser.parse_args(argv)
 
     from shared.db.engine import migrate_sync
@@ -118,14 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     broker = TansuBroker().start()
     try:
         migrate_sync(database.async_url)
-        print(f"{'events':>8} {'workers':>7} {'batch':>6} {'parts':>5} {'seconds':>8} {'events/s':>9}")
+        print(f"{'events':>8} {'workers':>7} {'batch':>6} {'parts':>5} {'seconds':>8} {'events/s':>9} "
+              f"{'cpu µs/ev':>9}")
+        rows = []
         for workers in args.workers:
             for batch in args.batch:
                 asyncio.run(_truncate(database.url))
                 r = asyncio.run(one_run(broker, database, events=args.events, workers=workers, batch=batch,
-                                        partitions=args.partitions))
+                                        partitions=args.partitions, stream_kind=args.stream,
+                                        profile=args.profile))
+                rows.append(r)
                 print(f"{r['events']:>8} {r['workers']:>7} {r['batch']:>6} {r['partitions']:>5} "
-                      f"{r['seconds']:>8} {r['events_per_s']:>9}", flush=True)
+                      f"{r['seconds']:>8} {r['events_per_s']:>9} {r['worker_cpu_us_per_event']:>9}", flush=True)
+        report("kafka_throughput", rows, title="Kafka -> committed counters")
     finally:
         broker.stop()
         database.drop()
