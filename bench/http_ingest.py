@@ -11,7 +11,9 @@ own COPY of the same number of event rows (measured in the same run, unless --no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 
 from common import (
     base_parser,
@@ -27,6 +29,20 @@ from common import (
     table_counts,
 )
 from copy_baseline import measure_copy
+
+
+def backend_cpu(database: str) -> float:
+    """CPU seconds (user + system) of the PostgreSQL backends connected to ``database`` (the service's)."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if cmd.startswith("postgres:") and f" {database} " in cmd:
+                times = proc.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 def main() -> None:
@@ -46,11 +62,14 @@ def main() -> None:
     with fresh_database("dvc766_bench_ingest") as url:
         service = Service(args.command, url).start()
         try:
-            cpu_before = service.cpu_now()
+            database = url.rsplit("/", 1)[-1].split("?")[0]
+            cpu_before, pg_before, client_before = service.cpu_now(), backend_cpu(database), time.process_time()
             with profiled(service.pid, f"http_ingest-{args.label or 'run'}", args.profile):
                 result = asyncio.run(post_batches(service.base_url, bodies, concurrency=args.concurrency,
                                                   timeout=args.timeout))
             cpu = service.cpu_now() - cpu_before
+            pg_cpu = backend_cpu(database) - pg_before  # the pool's connections stay open until stop
+            client_cpu = time.process_time() - client_before
         finally:
             peak = service.stop()
         stored = asyncio.run(table_counts(url, "events", "dead_letters"))
@@ -71,6 +90,8 @@ def main() -> None:
         "batch_p99_ms": round(lat.get("p99", 0), 1),
         "service_cpu_us_per_event": round(cpu / result["events"] * 1e6, 1),
         "events_per_service_cpu_s": round(result["events"] / cpu) if cpu else None,
+        "postgres_cpu_us_per_event": round(pg_cpu / result["events"] * 1e6, 1),
+        "client_cpu_us_per_event": round(client_cpu / result["events"] * 1e6, 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "peak_rss_mib": mib(peak),
         "copy_rows_per_s": copy["rows_per_s"] if copy else None,

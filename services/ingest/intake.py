@@ -18,14 +18,32 @@ from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED
 from shared.runtime import Runtime
 
 
-@dataclass
 class Item:
-    """One element of an incoming batch: its position, decoded value (or a rejection) and raw text."""
+    """One element of an incoming batch: its position, decoded value (or a rejection) and raw text.
 
-    index: int
-    value: Any
-    raw: str
-    rejection: Rejection | None = None
+    ``raw`` may be left out (None) for a decoded JSON value: it is then the value's compact JSON,
+    encoded only when asked for (a rejected item's dead letter). ``size_bound``, when known, is at
+    least the UTF-8 size of that text (see :func:`decode_json`), so most items are never encoded.
+    """
+
+    __slots__ = ("index", "value", "_raw", "rejection", "size_bound")
+
+    def __init__(self, index: int, value: Any, raw: str | None = None, rejection: Rejection | None = None,
+                 size_bound: int | None = None) -> None:
+        self.index = index
+        self.value = value
+        self._raw = raw
+        self.rejection = rejection
+        self.size_bound = size_bound
+
+    @property
+    def raw(self) -> str:
+        if self._raw is None:
+            self._raw = orjson.dumps(self.value).decode()
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"Item({self.index!r}, {self.value!r}, rejection={self.rejection!r})"
 
 
 @dataclass
@@ -57,13 +75,23 @@ def decode_ndjson(body: bytes) -> list[Item]:
     return items
 
 
+# Items of a JSON array are re-encoded in chunks of this many: a chunk's compact JSON is at least as long
+# as each of its items' own (orjson writes a list as "[a,b,…]"), which bounds their size in one call.
+SIZE_CHUNK = 64
+
+
 def decode_json(body: bytes) -> list[Item] | Rejection:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return Rejection(Reason.INVALID_JSON, f"body is not JSON: {exc}")
     values = value if isinstance(value, list) else [value]
-    return [Item(i, v, orjson.dumps(v).decode()) for i, v in enumerate(values)]
+    items = []
+    for start in range(0, len(values), SIZE_CHUNK):
+        chunk = values[start:start + SIZE_CHUNK]
+        bound = len(orjson.dumps(chunk))
+        items.extend([Item(start + i, v, None, None, bound) for i, v in enumerate(chunk)])
+    return items
 
 
 def check_items(
@@ -76,7 +104,8 @@ def check_items(
         if item.rejection is not None:
             out.append(item.rejection)
             continue
-        if len(item.raw.encode()) > max_bytes:
+        bound = item.size_bound
+        if (bound is None or bound > max_bytes) and len(item.raw.encode()) > max_bytes:
             out.append(Rejection(Reason.TOO_LARGE, f"event is larger than {max_bytes} bytes"))
             continue
         checked = validate_event(item.value, source)
@@ -102,39 +131,37 @@ async def intake(
 ) -> IntakeResult:
     """Validate and durably store a batch in one transaction; rejected items go to the dead letters."""
     checked = check_items(items, source=source, runtime=runtime, allowed_units=allowed_units)
-    good_positions = [i for i, c in enumerate(checked) if isinstance(c, DossierEvent)]
-    good = [checked[i] for i in good_positions]
+    good = [c for c in checked if isinstance(c, DossierEvent)]
     result = IntakeResult()
+    results = result.results
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
-        outcomes, seqs = await store_events(apg, good, transport=transport, enqueue=enqueue)  # type: ignore[arg-type]
-        by_position = dict(zip(good_positions, outcomes))
+        outcomes, seqs = await store_events(apg, good, transport=transport, enqueue=enqueue)
+        next_outcome = iter(outcomes).__next__  # outcomes come in the order of the good items
         letters = []
-        for position, (item, check) in enumerate(zip(items, checked)):
-            entry: dict[str, Any] = {"index": item.index}
+        for item, check in zip(items, checked):
             if isinstance(check, DossierEvent):
-                entry["event_id"] = check.event_id
-                outcome = by_position[position]
-                if outcome == CONFLICT:
-                    check = Rejection(Reason.CONFLICT, "a different event was already accepted under this event_id; "
-                                      "the first one stands", "event_id")
-                else:
-                    entry["status"] = outcome
-                    if outcome == ACCEPTED:
-                        result.accepted += 1
-                        result.new_events.append(check)
-                    else:
-                        result.duplicates += 1
-                    result.results.append(entry)
+                outcome = next_outcome()
+                if outcome == ACCEPTED:
+                    result.new_events.append(check)
+                if outcome != CONFLICT:
+                    results.append({"index": item.index, "event_id": check.event_id, "status": outcome})
                     continue
-            elif isinstance(item.value, dict) and isinstance(item.value.get("event_id"), str):
-                entry["event_id"] = item.value["event_id"]
+                entry: dict[str, Any] = {"index": item.index, "event_id": check.event_id}
+                check = Rejection(Reason.CONFLICT, "a different event was already accepted under this event_id; "
+                                  "the first one stands", "event_id")
+            else:
+                entry = {"index": item.index}
+                if isinstance(item.value, dict) and isinstance(item.value.get("event_id"), str):
+                    entry["event_id"] = item.value["event_id"]
             entry.update(status="rejected", **check.as_dict())
             result.rejected += 1
-            result.results.append(entry)
+            results.append(entry)
             letters.append(DeadLetter(transport=transport, reason=check.reason, detail=check.detail, raw=item.raw,
                                       source=source, event_index=item.index, event_id=entry.get("event_id")))
             EVENTS_REJECTED.labels(transport, check.reason).inc()
+        result.accepted = len(result.new_events)
+        result.duplicates = len(results) - result.accepted - result.rejected
         await store_dead_letters(apg, letters)
     result.new_seqs = seqs
     EVENTS_ACCEPTED.labels(transport).inc(result.accepted)

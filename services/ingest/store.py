@@ -37,25 +37,28 @@ async def store_events(
     if not batch:
         return [], []
     first_index: dict[tuple[str, str], int] = {}
-    hashes = [event.body_hash() for event in batch]
-    unique: list[int] = []
+    unique: list[DossierEvent] = []
     for i, event in enumerate(batch):
         key = (event.source, event.event_id)
         if key not in first_index:
             first_index[key] = i
-            unique.append(i)
-    # Sequence numbers are drawn in batch order (arrival order), but rows go into the unique index in
-    # key order: two concurrent batches sharing event ids (re-sent duplicates) then wait for each other
-    # instead of deadlocking.
+            unique.append(event)
+    hashes = [event.body_hash() for event in batch]
+    # The rows travel as one JSON array of the normalised bodies (the jsonb column; the other columns are
+    # its fields: no per-value encoding in Python), with their sources and hashes. Sequence numbers are
+    # drawn in batch order (arrival order), but rows go into the unique index in key order: two concurrent
+    # batches sharing event ids (re-sent duplicates) then wait for each other instead of deadlocking.
     statement = """
         WITH numbered AS (
-            SELECT u.*, nextval(pg_get_serial_sequence('events', 'seq')) AS seq
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::jsonb[],
-                $7::text[]) WITH ORDINALITY AS u(s, e, d, st, o, b, h, n)
+            SELECT u.b, u.s, u.h, nextval((SELECT pg_get_serial_sequence('events', 'seq'))::regclass) AS seq
+            FROM ROWS FROM (jsonb_array_elements(convert_from($1::bytea, 'UTF8')::jsonb), unnest($2::text[]),
+                unnest($3::text[])) WITH ORDINALITY AS u(b, s, h, n)
             ORDER BY n
         ), ins AS (
             INSERT INTO events (seq, source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
-            SELECT seq, s, e, d, st, o, b, h, $8 FROM numbered ORDER BY s, e
+            SELECT seq, s, b->>'event_id', b->>'dossier_code', (b->>'status')::smallint,
+                (b->>'occurred_at')::timestamptz, b, h, $4
+            FROM numbered ORDER BY s, b->>'event_id'
             ON CONFLICT (source, event_id) DO NOTHING
             RETURNING seq, source, event_id
         ){queue}
@@ -63,19 +66,15 @@ async def store_events(
     """.format(queue=", q AS (INSERT INTO pending_events (seq) SELECT seq FROM ins)" if enqueue else "")
     rows = await conn.fetch(
         statement,
-        [batch[i].source for i in unique],
-        [batch[i].event_id for i in unique],
-        [batch[i].dossier_code for i in unique],
-        [batch[i].status for i in unique],
-        [batch[i].occurred_at for i in unique],
-        [batch[i].encoded_body().decode() for i in unique],  # jsonb as JSON text, encoded once per event
-        [hashes[i] for i in unique],
+        b"[" + b",".join([event.encoded_body() for event in unique]) + b"]",
+        [event.source for event in unique],
+        [hashes[first_index[(event.source, event.event_id)]] for event in unique],
         transport,
     )
-    inserted = {(r["source"], r["event_id"]): r["seq"] for r in rows}
+    inserted = {(r["source"], r["event_id"]) for r in rows}
     known: dict[tuple[str, str], str] = {}
-    missing = [batch[i] for i in unique if (batch[i].source, batch[i].event_id) not in inserted]
-    if missing:
+    if len(inserted) < len(unique):
+        missing = [e for e in unique if (e.source, e.event_id) not in inserted]
         existing = await conn.fetch(
             """SELECT source, event_id, body_hash FROM events
                WHERE (source, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
@@ -86,10 +85,14 @@ async def store_events(
     outcomes: list[str] = []
     for i, event in enumerate(batch):
         key = (event.source, event.event_id)
-        if key in inserted and first_index[key] == i:
-            outcomes.append(ACCEPTED)
-            continue
-        stored_hash = known.get(key) if key not in inserted else hashes[first_index[key]]
+        if key in inserted:
+            first = first_index[key]
+            if first == i:
+                outcomes.append(ACCEPTED)
+                continue
+            stored_hash = hashes[first]
+        else:
+            stored_hash = known.get(key)
         outcomes.append(DUPLICATE if stored_hash == hashes[i] else CONFLICT)
     return outcomes, [r["seq"] for r in rows]
 
