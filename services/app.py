@@ -22,6 +22,7 @@ from shared.auth import KeyRing, first_run_admin_key
 from shared.calendar import WorkingCalendar
 from shared.db.engine import create_engine, migrate, resolve_database_url
 from shared.problems import install_problem_handlers
+from shared.process import tune_garbage_collector
 from shared.runtime import Runtime, upsert_units
 from shared.settings import Settings, get_settings
 from shared.units import load_units_file
@@ -70,6 +71,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         refresher = None
         if "indicators" not in roles or len(roles) < len(ROLES):
             refresher = asyncio.create_task(_refresh_units(rt))
+        tune_garbage_collector(settings.gc_young_threshold)
         log.info("dvc766 started", extra={"roles": list(roles)})
         try:
             yield

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    # Allocations between young-generation garbage collections (Python's default: 700; 0 keeps it).
+    # Higher means far fewer full collections on the hot paths (shared/process.py).
+    gc_young_threshold: int = Field(50_000, ge=0)
 
     calendar: CalendarSettings = Field(default_factory=CalendarSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)

@@ -30,6 +30,7 @@ from services.indicators.engine import IndicatorEngine, history_event
 from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, expand
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
+from shared.process import tune_garbage_collector
 from shared.runtime import Runtime
 from shared.timeutil import utcnow
 
@@ -209,6 +210,7 @@ async def _main(args) -> int:
     settings = get_settings()
     runtime = await build_runtime(settings, run_migrations=settings.database_url is None)
     engine = IndicatorEngine(runtime.calendar, settings.policy)
+    tune_garbage_collector(settings.gc_young_threshold)
     try:
         if args.check:
             diffs = await check(runtime, engine)
