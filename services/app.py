@@ -14,6 +14,7 @@ from services.api import feeds as api_feeds
 from services.api import http as api_http
 from services.api import portal as api_portal
 from services.api import snapshots as api_snapshots
+from services.api.fastpath import CachedReads
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import QueueWorker
 from services.ingest import http as ingest_http
@@ -106,6 +107,12 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.include_router(api_portal.router)  # read side in the portal's shapes
         app.include_router(admin.router)
     return app
+
+
+def served(app: FastAPI, roles: Iterable[str] = ROLES):
+    """What the server runs: the application, behind the cached-reads fast path when it serves the API
+    (outside FastAPI's own middleware stack: a cache hit costs no routing and no per-request telemetry)."""
+    return CachedReads(app) if "api" in tuple(roles) else app
 
 
 async def _refresh_units(runtime: Runtime, every: float = 30.0) -> None:

@@ -31,6 +31,10 @@ class Principal:
 class KeyRing:
     def __init__(self, keys: dict[str, ApiKey]) -> None:
         self._keys = [(k.encode(), v) for k, v in keys.items()]
+        # Known keys already looked up -> their principal (never unknown ones: the memo stays as small
+        # as the ring). A ring is immutable: keys change by replacing ``app.state.keyring``, which drops
+        # the memo with it, so a revoked key stops working at once.
+        self._known: dict[str, Principal] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -46,6 +50,17 @@ class KeyRing:
         name = found.name or found.source or found.role
         source = found.source or (f"admin:{name}" if found.role == "admin" else name)
         return Principal(name=name, role=found.role, source=source, units=tuple(found.units))
+
+    def lookup_cached(self, presented: str) -> Principal | None:
+        """``lookup`` for hot read paths. The memo is a dict keyed by the presented string: its lookup
+        compares bytes only after a (randomly seeded) hash matches, so timing says nothing useful about
+        a guessed key; unknown keys still take the constant-time path every time."""
+        found = self._known.get(presented)
+        if found is None:
+            found = self.lookup(presented)
+            if found is not None:
+                self._known[presented] = found
+        return found
 
 
 def first_run_admin_key(settings: Settings) -> dict[str, ApiKey]:
@@ -71,7 +86,7 @@ def principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "unauthenticated", "send an API key as 'Authorization: Bearer <key>'")
-    found = request.app.state.keyring.lookup(token.strip())
+    found = request.app.state.keyring.lookup_cached(token.strip())
     if found is None:
         raise Problem(401, "bad_api_key", "this API key is not known")
     return found

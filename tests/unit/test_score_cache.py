@@ -51,3 +51,56 @@ async def test_a_failed_computation_is_not_cached():
     except ConnectionError:
         pass
     assert await cache.get("k", 0, flaky) == "ok"
+
+
+async def test_refresh_recomputes_a_valid_entry_and_shares_the_flight_with_misses():
+    cache = ScoreCache(ttl_seconds=60)
+    calls = 0
+
+    async def compute():
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return calls
+
+    assert (await cache.get_entry("k", 1, compute)).value == 1
+    refreshed, missed = await asyncio.gather(cache.refresh("k", 1, lambda: _later(compute)),
+                                             cache.get_entry("k", 2, compute))
+    assert refreshed.value == 1  # computed a moment ago: not again
+    cache._entries["k"] = cache._entries["k"]._replace(started=cache._entries["k"].started - 30)
+    first, second = await asyncio.gather(cache.refresh("k", 2, compute), cache.refresh("k", 2, compute))
+    assert first == second and first.value == calls
+
+
+async def _later(compute):
+    return await compute()
+
+
+async def test_a_cached_answer_is_refreshed_before_it_expires_and_never_served_after():
+    import time
+
+    from services.api.cache import ResponseCache, etag_matches
+
+    responses = ResponseCache(ttl_seconds=10, refresh_fraction=0.5)
+    fresh = []
+
+    async def refresh():
+        fresh.append(time.monotonic())
+        return b"new", 1, time.monotonic()
+
+    now = time.monotonic()
+    etag = responses.store("k", 1, now, b"old", route="/r", refresh=refresh)
+    assert etag_matches(etag, etag) and etag_matches(b'"x", W/' + etag, etag) and not etag_matches(b'"x"', etag)
+    assert responses.lookup("k", 1).body == b"old" and not fresh  # young: no refresh
+    assert responses.lookup("k", 2) is None  # another data version
+    responses.store("k", 1, now - 6, b"old", route="/r", refresh=refresh)  # past half its life
+    assert responses.lookup("k", 1).body == b"old"  # still served, while it is rebuilt
+    await responses._refreshing["k"]
+    assert responses.lookup("k", 1).body == b"new" and len(fresh) == 1
+    responses.store("k", 1, now - 11, b"old", route="/r", refresh=refresh)  # older than the ttl
+    assert responses.lookup("k", 1) is None
+    responses.store("k", 1, now, b"old", route="/r", refresh=refresh, valid_until=now - 1)  # e.g. the month ended
+    assert responses.lookup("k", 1) is None
+    off = ResponseCache(ttl_seconds=0)
+    off.store("k", 1, now, b"x", route="/r")
+    assert off.lookup("k", 1) is None
