@@ -1,15 +1,20 @@
 """Query latency measured by ``wrk`` (C, its own threads): ``dvc766 api`` under 200 connections.
 
-    .venv/bin/python bench/query_wrk.py --database URL [--connections 200] [--seconds 10]
+    .venv/bin/python bench/query_wrk.py --database URL [--connections 200] [--seconds 10] [--workers N]
 
 Same two URLs as bench/query_latency.py (the score of one unit, H44.03; the ranking of the communes
 under H44), but the load generator is ``wrk -t2`` rather than Python, so less of the two cores goes to
 the client. wrk keeps its connections open (keep-alive) and reports latency percentiles over every
-request; the database is one kept by ``bench/replay.py --keep``.
+request; the database is one kept by ``bench/replay.py --keep``. ``--workers``: the api's processes
+(``DVC766_API_WORKERS``; default: the service's own default). Each row also has the service's CPU time
+(all its processes) per request, steadier than wall-clock figures when others share the machine, and
+the 1-minute load average before and after.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -40,6 +45,20 @@ def run_wrk(url: str, connections: int, seconds: int, threads: int) -> dict:
             "raw": out}
 
 
+def service_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the service and its worker processes."""
+    import psutil
+
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        process = psutil.Process(pid)
+        for p in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--database", required=True, help="a database with a province-month (bench/replay.py --keep)")
@@ -47,18 +66,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--period", default="2026-08")
+    parser.add_argument("--workers", type=int, default=None, help="api processes (DVC766_API_WORKERS)")
     args = parser.parse_args()
     rows, raw = [], {}
-    service = Service("api", args.database).start()
+    env = {"DVC766_API_WORKERS": str(args.workers)} if args.workers else None
+    service = Service("api", args.database, env=env).start()
     try:
         targets = {
             "score of H44.03": f"/v1/scores/H44.03?period={args.period}",
             "ranking of the communes": f"/v1/scores?period={args.period}&parent=H44&level=COMMUNE&limit=200",
         }
         for name, path in targets.items():
+            load_before = os.getloadavg()[0]
+            cpu_before = service_cpu(service.pid)
             result = run_wrk(service.base_url + path, args.connections, args.seconds, args.threads)
+            cpu = service_cpu(service.pid) - cpu_before
             raw[name] = result.pop("raw")
-            rows.append({"label": args.label, "query": name, "connections": args.connections, **result})
+            requests = int(re.search(r"(\d+) requests in", raw[name]).group(1))
+            rows.append({"label": args.label, "query": name, "connections": args.connections,
+                         "workers": args.workers or "default", **result,
+                         "service_cpu_us_per_req": round(cpu / max(requests, 1) * 1e6, 1),
+                         "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)})
     finally:
         peak = service.stop()
     for row in rows:

@@ -3,22 +3,109 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
 
-def _serve(roles: tuple[str, ...], host: str, port: int) -> None:
+def _serve(roles: tuple[str, ...], host: str, port: int, *, reuse_port: bool = False) -> None:
     import uvicorn
 
-    from services.app import create_app
+    from services.app import create_app, served
 
     settings = get_settings()
-    app = create_app(roles, settings=settings)
+    app = served(create_app(roles, settings=settings), roles)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: in-flight requests finish, then the
     # lifespan stops the workers after their current batch.
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    if reuse_port:  # one of `dvc766 api`'s worker processes: its own socket on the shared port
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(config.backlog)
+        _exit_with_parent()
+        server.run(sockets=[sock])
+    else:
+        server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the application did not start
+
+
+def api_workers(settings) -> int:
+    """How many processes `dvc766 api` runs (``api_workers``; default one per usable CPU, at most 4)."""
+    if settings.api_workers is not None:
+        return settings.api_workers
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _supervise(host: str, port: int, workers: int) -> int:
+    """`dvc766 api` with several workers: each a `dvc766 api --worker` process binding the port with
+    SO_REUSEPORT. SIGTERM/SIGINT are passed on (each worker shuts down gracefully); if a worker dies,
+    the others are stopped and the command fails (a supervisor such as systemd restarts it)."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    env = dict(os.environ)
+    own_metrics_dir = None
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums the workers' counters from there
+        own_metrics_dir = tempfile.mkdtemp(prefix="dvc766-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    command = [sys.executable, "-m", "services.cli", "api", "--host", host, "--port", str(port), "--worker"]
+    # Own sessions: a terminal's Ctrl-C reaches the workers once, through us, not twice (a second
+    # signal would make uvicorn skip the graceful shutdown).
+    children = [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(workers)]
+    stopping = asked = False
+
+    def stop(signum=None, frame=None) -> None:
+        nonlocal stopping, asked
+        stopping = True
+        asked = asked or signum is not None
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while any(child.poll() is None for child in children):
+            if not stopping and any(child.poll() is not None for child in children):
+                stop()  # a worker died: stop the others
+            time.sleep(0.2)
+    finally:
+        stop()
+        for child in children:
+            child.wait()
+        if own_metrics_dir:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+    # uvicorn re-raises the signal it shut down on: a worker stopped by our SIGTERM ends with -SIGTERM.
+    clean = all(child.returncode in (0, -signal.SIGTERM) for child in children)
+    return 0 if asked and clean else 1
+
+
+def _exit_with_parent() -> None:
+    """A worker whose supervisor is gone (killed outright) shuts itself down gracefully."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # Commands whose code lives with its service: each module offers ``add_arguments(parser)`` and
@@ -56,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--host", default=settings.host)
         p.add_argument("--port", type=int, default=settings.port)
+        if name == "api":  # one worker process of a multi-process `dvc766 api` (started by it)
+            p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     for name, module in PLUGGED_COMMANDS.items():
         _plug(sub, name, module)
@@ -72,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in PLUGGED_COMMANDS:
         return int(args.run(args) or 0)
     roles = {"serve": ("ingest", "indicators", "api")}.get(args.command, (args.command,))
+    if args.command == "api":
+        if args.worker:
+            _serve(roles, args.host, args.port, reuse_port=True)
+            return 0
+        # Several processes need a shared store: the embedded default lives in one process's data dir.
+        workers = api_workers(settings) if settings.database_url else 1
+        if workers > 1:
+            return _supervise(args.host, args.port, workers)
     _serve(roles, args.host, args.port)
     return 0
 

@@ -1,8 +1,19 @@
-"""Prometheus metrics of every service (one registry per process; served at ``/metrics``)."""
+"""Prometheus metrics of every service (one registry per process, or prometheus-client's multiprocess
+mode for `dvc766 api`'s workers; served at ``/metrics``)."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 EVENTS_ACCEPTED = Counter("dvc766_events_accepted_total", "Events accepted (new)", ["transport"])
 EVENTS_DUPLICATE = Counter("dvc766_events_duplicate_total", "Events already known (same source, id, body)", ["transport"])
@@ -27,4 +38,11 @@ HTTP_SECONDS = Histogram("dvc766_http_request_seconds", "HTTP request latency", 
 
 
 def render() -> tuple[bytes, str]:
-    return generate_latest(), CONTENT_TYPE_LATEST
+    """This process's metrics; with several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set by
+    `dvc766 api`), all of theirs: counters and histograms summed, gauges per process (a ``pid`` label)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest(), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

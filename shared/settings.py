@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_events: int = 1000
     max_event_bytes: int = 64 * 1024
+    # `dvc766 api` (the query API alone, with a configured database): this many server processes on one
+    # port (SO_REUSEPORT: the kernel spreads connections), metrics summed over them (prometheus
+    # multiprocess mode). None: one per CPU this process may run on, at most 4. Other commands run one.
+    api_workers: int | None = Field(None, ge=1, le=64)
 
     # Indicators worker.
     apply_batch_size: int = 5000
