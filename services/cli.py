@@ -15,13 +15,14 @@ def _serve(roles: tuple[str, ...], host: str, port: int, *, reuse_port: bool = F
     import uvicorn
 
     from services.app import create_app, served
+    from services.http_protocol import CoalescingHttpToolsProtocol
 
     settings = get_settings()
     app = served(create_app(roles, settings=settings), roles)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: in-flight requests finish, then the
     # lifespan stops the workers after their current batch.
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=30)
+                            timeout_graceful_shutdown=30, http=CoalescingHttpToolsProtocol)
     server = uvicorn.Server(config)
     if reuse_port:  # one of `dvc766 api`'s worker processes: its own socket on the shared port
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
