@@ -102,7 +102,10 @@ class Settings(BaseSettings):
     kafka_create_topics: bool = True  # create missing topics at start (partitions below, replication 1)
     kafka_partitions: int = 6
     kafka_poll_timeout_ms: int = 500
-    kafka_max_batch_records: int = 5000  # messages applied in one transaction, at most
+    kafka_max_batch_records: int = 5000  # messages fetched per poll, at most
+    # Transactions a worker runs at once per poll, each over its own partitions (one's Python work
+    # overlaps another's database work). 1: the whole poll in one transaction.
+    kafka_apply_concurrency: int = Field(2, ge=1, le=16)
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
     kafka_max_poll_interval_ms: int = 300000

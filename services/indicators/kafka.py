@@ -1,7 +1,8 @@
 """The indicators worker on the Kafka path: effectively-once application of the canonical topic.
 
-Workers of one consumer group share the topic's partitions. Each batch (``getmany``) is applied in
-ONE PostgreSQL transaction that holds everything it changes:
+Workers of one consumer group share the topic's partitions. Each batch (``getmany``) is dealt by
+partition into up to ``kafka_apply_concurrency`` groups applied concurrently, each in ONE PostgreSQL
+transaction that holds everything it changes for its partitions:
 
 1. the partitions' next offsets, compare-and-set on (epoch, offset the batch starts from) — taken
    first, so the row locks serialise any two workers that believe they own a partition, and a
@@ -58,6 +59,17 @@ from shared.timeutil import utcnow
 
 log = logging.getLogger("dvc766.indicators.kafka")
 TRANSPORT = "kafka"
+
+
+def split_by_partition(batch: dict[TopicPartition, list], groups: int) -> list[dict[TopicPartition, list]]:
+    """Partitions dealt into at most ``groups`` groups of similar message counts (largest first)."""
+    out: list[dict[TopicPartition, list]] = [{} for _ in range(max(1, min(groups, len(batch))))]
+    sizes = [0] * len(out)
+    for tp in sorted(batch, key=lambda tp: (-len(batch[tp]), tp)):
+        smallest = sizes.index(min(sizes))
+        out[smallest][tp] = batch[tp]
+        sizes[smallest] += len(batch[tp])
+    return out
 
 
 class Fenced(Exception):
@@ -248,7 +260,12 @@ class KafkaApplier:
                     KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - owned.position))
 
     async def apply(self, records: dict) -> int:
-        """Apply one fetched batch in one transaction; returns how many messages it covered."""
+        """Apply one fetched batch; returns how many messages it covered.
+
+        The batch is split by partition into up to ``kafka_apply_concurrency`` groups, each applied in
+        its own transaction with its own partitions' offsets, concurrently: while one group waits for
+        PostgreSQL, the next one's Python work runs. Each group commits whole or not at all.
+        """
         async with self.lock:
             batch: dict[TopicPartition, list] = {}
             for tp, messages in records.items():
@@ -260,23 +277,29 @@ class KafkaApplier:
                     batch[tp] = fresh
             if not batch:
                 return 0
-            started = time.perf_counter()
-            try:
-                counts = await self._apply_batch(batch)
-            except Fenced as fenced:
-                KAFKA_FENCED.inc()
-                log.warning("batch refused: partition moved on", extra={"partition": fenced.tp.partition,
-                                                                       "member": self.member})
-                await self._after_fenced(fenced.tp)
-                self._rewind(batch)
-                return 0
-            except Exception:  # the store or the broker went away mid-batch: nothing was committed
-                log.exception("applying a kafka batch failed; it will be read again")
-                self._rewind(batch)
-                await self._sleep(1.0)
-                return 0
-            for tp, messages in batch.items():
-                self.owned[tp].position = messages[-1].offset + 1
+            groups = split_by_partition(batch, self.settings.kafka_apply_concurrency)
+            if len(groups) == 1:
+                return await self._apply_group(groups[0])
+            return sum(await asyncio.gather(*(self._apply_group(group) for group in groups)))
+
+    async def _apply_group(self, batch: dict[TopicPartition, list]) -> int:
+        started = time.perf_counter()
+        try:
+            counts = await self._apply_batch(batch)
+        except Fenced as fenced:
+            KAFKA_FENCED.inc()
+            log.warning("batch refused: partition moved on", extra={"partition": fenced.tp.partition,
+                                                                   "member": self.member})
+            await self._after_fenced(fenced.tp)
+            self._rewind(batch)
+            return 0
+        except Exception:  # the store or the broker went away mid-batch: nothing was committed
+            log.exception("applying a kafka batch failed; it will be read again")
+            self._rewind(batch)
+            await self._sleep(1.0)
+            return 0
+        for tp, messages in batch.items():
+            self.owned[tp].position = messages[-1].offset + 1
         size = sum(len(m) for m in batch.values())
         APPLY_SECONDS.observe(time.perf_counter() - started)
         APPLY_BATCH_SIZE.observe(size)
