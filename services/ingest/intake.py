@@ -89,7 +89,10 @@ def decode_json(body: bytes) -> list[Item] | Rejection:
     items = []
     for start in range(0, len(values), SIZE_CHUNK):
         chunk = values[start:start + SIZE_CHUNK]
-        bound = len(orjson.dumps(chunk))
+        try:
+            bound: int | None = len(orjson.dumps(chunk))
+        except orjson.JSONEncodeError:  # an item nested as deep as orjson goes: measure each on its own
+            bound = None
         items.extend([Item(start + i, v, None, None, bound) for i, v in enumerate(chunk)])
     return items
 

@@ -65,6 +65,13 @@ def test_too_large_is_decided_on_the_exact_size_next_to_small_events():
     assert items[2].raw == orjson.dumps(over).decode()
 
 
+def test_an_item_nested_as_deep_as_orjson_goes_is_still_measured_on_its_own():
+    deep = b"[" * 254 + b"]" * 254  # one more level (the chunk's list) than orjson will write
+    items = decode_json(b"[" + deep + b", {}]")
+    assert [item.size_bound for item in items] == [None, None]
+    assert items[0].raw == deep.decode()
+
+
 def test_items_built_elsewhere_keep_their_raw_text():
     item = Item(3, {"a": 1}, "{ \"a\": 1 }")
     assert item.raw == "{ \"a\": 1 }" and item.size_bound is None
