@@ -1,6 +1,6 @@
 """HTTP ingest throughput: simulated events POSTed in 1,000-event batches to ``dvc766 ingest``.
 
-    .venv/bin/python bench/http_ingest.py --events 200000 --concurrency 4 [--command serve] [--profile]
+    .venv/bin/python bench/http_ingest.py --events 200000 --concurrency 4 [--command serve] [--workers N] [--profile]
 
 Starts the service as a subprocess against a fresh database on 127.0.0.1:5432, posts the first
 ``--events`` events of the simulated province (JSON arrays prepared before the clock starts), and
@@ -29,6 +29,7 @@ from common import (
     table_counts,
 )
 from copy_baseline import measure_copy
+from query_wrk import service_cpu
 
 
 def backend_cpu(database: str) -> float:
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per request (default 1,000)")
     parser.add_argument("--command", default="ingest", choices=["ingest", "serve"],
                         help="the service to run: ingest alone (default) or serve (ingest + worker + api)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ingest processes (DVC766_INGEST_WORKERS; --profile then samples only the supervisor)")
     parser.add_argument("--timeout", type=float, default=300, help="stop posting after this many seconds")
     parser.add_argument("--no-copy", action="store_true", help="skip the COPY baseline")
     args = parser.parse_args()
@@ -60,14 +63,15 @@ def main() -> None:
     lines = simulated_events(args.scale, limit=args.events)
     bodies = json_batches(lines, args.batch)
     with fresh_database("dvc766_bench_ingest") as url:
-        service = Service(args.command, url).start()
+        env = {"DVC766_INGEST_WORKERS": str(args.workers)} if args.workers else None
+        service = Service(args.command, url, env=env).start()
         try:
             database = url.rsplit("/", 1)[-1].split("?")[0]
-            cpu_before, pg_before, client_before = service.cpu_now(), backend_cpu(database), time.process_time()
+            cpu_before, pg_before, client_before = service_cpu(service.pid), backend_cpu(database), time.process_time()
             with profiled(service.pid, f"http_ingest-{args.label or 'run'}", args.profile):
                 result = asyncio.run(post_batches(service.base_url, bodies, concurrency=args.concurrency,
                                                   timeout=args.timeout))
-            cpu = service.cpu_now() - cpu_before
+            cpu = service_cpu(service.pid) - cpu_before  # with its worker processes
             pg_cpu = backend_cpu(database) - pg_before  # the pool's connections stay open until stop
             client_cpu = time.process_time() - client_before
         finally:
@@ -79,6 +83,7 @@ def main() -> None:
     row = {
         "label": args.label,
         "service": f"dvc766 {args.command}",
+        "workers": args.workers or 1,
         "events": result["events"],
         "accepted": result.get("accepted", 0),
         "duplicates": result.get("duplicates", 0),

@@ -46,10 +46,17 @@ def api_workers(settings) -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def _supervise(host: str, port: int, workers: int) -> int:
-    """`dvc766 api` with several workers: each a `dvc766 api --worker` process binding the port with
-    SO_REUSEPORT. SIGTERM/SIGINT are passed on (each worker shuts down gracefully); if a worker dies,
-    the others are stopped and the command fails (a supervisor such as systemd restarts it)."""
+def ingest_workers(settings) -> int:
+    """How many processes `dvc766 ingest` runs (``ingest_workers``, default 1: on two cores shared with
+    PostgreSQL a second one did not raise throughput and doubled the memory)."""
+    return settings.ingest_workers
+
+
+def _supervise(host: str, port: int, workers: int, command_name: str = "api") -> int:
+    """`dvc766 api` (or `ingest`) with several workers: each a `dvc766 api --worker` (`ingest --worker`)
+    process binding the port with SO_REUSEPORT. SIGTERM/SIGINT are passed on (each worker shuts down
+    gracefully); if a worker dies, the others are stopped and the command fails (a supervisor such as
+    systemd restarts it)."""
     import shutil
     import signal
     import subprocess
@@ -61,7 +68,7 @@ def _supervise(host: str, port: int, workers: int) -> int:
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums the workers' counters from there
         own_metrics_dir = tempfile.mkdtemp(prefix="dvc766-metrics-")
         env["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
-    command = [sys.executable, "-m", "services.cli", "api", "--host", host, "--port", str(port), "--worker"]
+    command = [sys.executable, "-m", "services.cli", command_name, "--host", host, "--port", str(port), "--worker"]
     # Own sessions: a terminal's Ctrl-C reaches the workers once, through us, not twice (a second
     # signal would make uvicorn skip the graceful shutdown).
     children = [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(workers)]
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--host", default=settings.host)
         p.add_argument("--port", type=int, default=settings.port)
-        if name == "api":  # one worker process of a multi-process `dvc766 api` (started by it)
+        if name in ("api", "ingest"):  # one worker process of a multi-process `dvc766 api`/`ingest`
             p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("migrate", help="apply the database migrations (alembic upgrade head)")
     for name, module in PLUGGED_COMMANDS.items():
@@ -162,14 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in PLUGGED_COMMANDS:
         return int(args.run(args) or 0)
     roles = {"serve": ("ingest", "indicators", "api")}.get(args.command, (args.command,))
-    if args.command == "api":
+    if args.command in ("api", "ingest"):
         if args.worker:
             _serve(roles, args.host, args.port, reuse_port=True)
             return 0
         # Several processes need a shared store: the embedded default lives in one process's data dir.
-        workers = api_workers(settings) if settings.database_url else 1
+        count = api_workers if args.command == "api" else ingest_workers
+        workers = count(settings) if settings.database_url else 1
         if workers > 1:
-            return _supervise(args.host, args.port, workers)
+            return _supervise(args.host, args.port, workers, args.command)
     _serve(roles, args.host, args.port)
     return 0
 

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # port (SO_REUSEPORT: the kernel spreads connections), metrics summed over them (prometheus
     # multiprocess mode). None: one per CPU this process may run on, at most 4. Other commands run one.
     api_workers: int | None = Field(None, ge=1, le=64)
+    # `dvc766 ingest` processes on the port (SO_REUSEPORT), each validating on its own core.
+    ingest_workers: int = Field(1, ge=1, le=64)
 
     # Indicators worker.
     apply_batch_size: int = 5000
