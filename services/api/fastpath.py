@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from services.api.cache import ResponseCache, etag_matches
+from services.api.cache import CachedResponse, ResponseCache, etag_matches
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 PREFIX = "/v1/scores"
@@ -27,7 +27,8 @@ def response_key(path: str, query_string: bytes, units: tuple[str, ...]) -> tupl
 
 class CachedReads:
     """Pure ASGI wrapper around the FastAPI application (``services.app.served``): serves cache hits
-    of the score routes, hands everything else (lifespan included) to the application."""
+    of the score routes, hands everything else (lifespan included) to the application. The server's
+    HTTP protocol (services/http_protocol.py) asks ``raw_answer`` first, before any ASGI work."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -37,49 +38,68 @@ class CachedReads:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
             started = time.perf_counter()
-            if await self._serve(scope, send):
-                return self._record(scope, started)
+            found = self.find(scope["path"], scope["query_string"], scope["headers"])
+            if found is not None:
+                entry, not_modified = found
+                if not_modified:
+                    await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", entry.etag)]})
+                    await send({"type": "http.response.body", "body": b""})
+                else:
+                    await send({"type": "http.response.start", "status": 200, "headers": [  # the route's order
+                        (b"etag", entry.etag), (b"content-length", str(len(entry.body)).encode()),
+                        (b"content-type", _JSON)]})
+                    await send({"type": "http.response.body", "body": entry.body})
+                return self._record(entry.route, 304 if not_modified else 200, started)
         await self.app(scope, receive, send)
 
-    async def _serve(self, scope, send) -> bool:
+    def raw_answer(self, path: str, query_string: bytes, headers, default_headers: bytes) -> bytes | None:
+        """The whole HTTP/1.1 response to a GET, as the ASGI path above would have it written (after
+        the server's ``default_headers`` lines), or None: let the application answer."""
+        started = time.perf_counter()
+        found = self.find(path, query_string, headers)
+        if found is None:
+            return None
+        entry, not_modified = found
+        if not_modified:
+            data = b"HTTP/1.1 304 Not Modified\r\n" + default_headers + b"etag: " + entry.etag + b"\r\n\r\n"
+        else:
+            data = b"".join((b"HTTP/1.1 200 OK\r\n", default_headers, b"etag: ", entry.etag, b"\r\ncontent-length: ",
+                             str(len(entry.body)).encode(), b"\r\ncontent-type: application/json\r\n\r\n",
+                             entry.body))
+        self._record(entry.route, 304 if not_modified else 200, started)
+        return data
+
+    def find(self, path: str, query_string: bytes, headers) -> tuple[CachedResponse, bool] | None:
+        """The cached answer to a GET (and whether the client already has it: If-None-Match), if there
+        is one and the API key presented may read it."""
+        if not path.startswith(PREFIX):
+            return None
         state = self.state
         responses: ResponseCache | None = getattr(state, "responses", None)
         runtime = getattr(state, "runtime", None)
         if responses is None or runtime is None:
-            return False
+            return None
         authorization = if_none_match = None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"authorization":
                 authorization = value
             elif name == b"if-none-match":
                 if_none_match = value
         if authorization is None:
-            return False
+            return None
         scheme, _, token = authorization.partition(b" ")
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
-            return False
+            return None
         who = state.keyring.lookup_cached(token.decode("latin-1"))
         if who is None or not who.can_read():
-            return False  # the application answers 401/403 as a problem
-        entry = responses.lookup(response_key(scope["path"], scope["query_string"], who.units),
-                                 runtime.data_version)
+            return None  # the application answers 401/403 as a problem
+        entry = responses.lookup(response_key(path, query_string, who.units), runtime.data_version)
         if entry is None:
-            return False
-        scope["dvc766.route"] = entry.route
-        if if_none_match is not None and etag_matches(if_none_match, entry.etag):
-            scope["dvc766.status"] = 304
-            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", entry.etag)]})
-            await send({"type": "http.response.body", "body": b""})
-            return True
-        scope["dvc766.status"] = 200
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-length", str(len(entry.body)).encode()), (b"content-type", _JSON), (b"etag", entry.etag)]})
-        await send({"type": "http.response.body", "body": entry.body})
-        return True
+            return None
+        return entry, if_none_match is not None and etag_matches(if_none_match, entry.etag)
 
-    def _record(self, scope, started: float) -> None:
-        route, status = scope["dvc766.route"], scope["dvc766.status"]
+    def _record(self, route: str, status: int, started: float) -> None:
         metrics = self._metrics.get((route, status))
         if metrics is None:  # the labelled children, looked up once
             metrics = self._metrics[(route, status)] = (HTTP_SECONDS.labels("GET", route),

@@ -131,6 +131,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _read_response(conn: socket.socket, request: bytes) -> tuple[bytes, list, bytes]:
+    """Send one request; its status line, headers without the date, and body (by content-length)."""
+    conn.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = [tuple(line.split(b": ", 1)) for line in lines]
+    length = int(dict(headers).get(b"content-length", b"0"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return status, [h for h in headers if h[0] != b"date"], body
+
+
 def test_api_with_two_workers_serves_sums_metrics_and_stops_gracefully(test_database, clean_db, tmp_path):
     port = _free_port()
     env = {
@@ -163,10 +178,21 @@ def test_api_with_two_workers_serves_sums_metrics_and_stops_gracefully(test_data
             assert response.status_code == 200
             bodies.add(response.json()["unit"]["code"])
         assert bodies == {"H44.03"}
+        # One connection (one worker): a miss answered by the application, then hits written by the
+        # protocol straight from the cache: the same status line, headers (but the date) and body.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            request = f"GET {SCORE}&layout=decision HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER_KEY}\r\n\r\n"
+            answers = [_read_response(conn, request.encode()) for _ in range(3)]
+            etag = dict(answers[0][1])[b"etag"].decode()
+            not_modified = _read_response(conn, request.replace("\r\n\r\n", f"\r\nIf-None-Match: {etag}\r\n\r\n")
+                                          .encode())
+        assert answers[0] == answers[1] == answers[2] and answers[0][0] == b"HTTP/1.1 200 OK"
+        assert [name for name, _ in answers[0][1]] == [b"server", b"etag", b"content-length", b"content-type"]
+        assert not_modified == (b"HTTP/1.1 304 Not Modified", [(b"server", b"uvicorn"), (b"etag", etag.encode())], b"")
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         line = next(x for x in metrics.splitlines()
                     if x.startswith('dvc766_http_requests_total{method="GET",route="/v1/scores/{unit_code}"'))
-        assert float(line.rsplit(" ", 1)[1]) == 20.0  # summed over the workers
+        assert float(line.rsplit(" ", 1)[1]) == 23.0  # summed over the workers (20 + 3 on one connection)
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=40)[0].decode(errors="replace")

@@ -121,3 +121,66 @@ def test_the_head_waits_for_the_first_body_bytes():
     holding.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
     holding.close()  # closing sends what was held first
     assert raw.writes[2].startswith(b"HTTP/1.1 500") and raw.closed
+
+
+class Answering:
+    """An application with a cache in front (as CachedReads): /v1/scores/hit is answered raw."""
+
+    def __init__(self, inner):
+        self.app = inner
+        self.raw = 0
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    def raw_answer(self, path, query_string, headers, default_headers):
+        if path != "/v1/scores/hit":
+            return None
+        self.raw += 1
+        body = b"raw:" + query_string
+        return (b"HTTP/1.1 200 OK\r\n" + default_headers + b"content-length: " + str(len(body)).encode()
+                + b"\r\n\r\n" + body)
+
+
+@pytest.fixture(scope="module")
+def answering():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    front = Answering(app)
+    config = uvicorn.Config(front, host="127.0.0.1", port=port, http=CoalescingHttpToolsProtocol, log_config=None,
+                            access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield port, front
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_raw_answers_interleave_with_the_application_on_one_connection(answering):
+    port, front = answering
+    before = front.raw
+    one_by_one = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        for request, ends in ((b"GET /v1/scores/hit?a=1 HTTP/1.1\r\nHost: x\r\n\r\n", b"raw:a=1"),
+                              (b"GET /v1/scores/miss HTTP/1.1\r\nHost: x\r\n\r\n", b"echo:/v1/scores/miss:"),
+                              (b"GET /v1/scores/hit?a=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                               b"raw:a=2"),
+                              (b"POST /v1/scores/hit HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+                               b"echo:/v1/scores/hit:hi")):
+            conn.sendall(request)
+            while ends not in one_by_one:
+                one_by_one += conn.recv(65536)
+    assert one_by_one.count(b"HTTP/1.1 200 OK") == 4 and front.raw == before + 2
+    # Pipelined behind a request still in flight: answered in order, by the application.
+    pipelined = exchange(port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/scores/hit?b=1 HTTP/1.1\r\n"
+                               b"Host: x\r\n\r\n", until=b"echo:/v1/scores/hit:")
+    assert pipelined.index(b"0\r\n\r\n") < pipelined.index(b"echo:/v1/scores/hit:")
+    # HTTP/1.0 and Connection: close go the usual way (which closes the connection).
+    closing = exchange(port, b"GET /v1/scores/hit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                       until=b"echo:/v1/scores/hit:")
+    assert b"connection: close" in closing.lower()
