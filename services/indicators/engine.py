@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -19,6 +18,7 @@ from services.indicators.rules.dossier import DossierFacts, HistoryEvent, Timeli
 from services.indicators.rules.counters import contribution_of
 from shared.calendar import WorkingCalendar
 from shared.db.raw import jsonb
+from shared.events import DossierEvent
 from shared.metrics import DEADLINES_CROSSED, DOSSIERS_RECOMPUTED
 from shared.settings import PolicySettings
 
@@ -49,6 +49,59 @@ def history_event(seq: int, body: dict) -> HistoryEvent:
         step_due_at=_ts(step.get("due_at")),
         step_name=step.get("name"),
         attributes=body.get("attributes") or {},
+    )
+
+
+def receipt_pairs(histories) -> set[tuple[str, str]]:
+    """(unit, procedure) of each history's receipt (its first status-2 event)."""
+    pairs = set()
+    for history in histories:
+        receipt = min((e for e in history if e.status == 2), key=lambda e: (e.occurred_at, e.seq), default=None)
+        if receipt is not None:
+            pairs.add((receipt.unit_code, receipt.procedure_code))
+    return pairs
+
+
+def history_event_of(seq: int, event: DossierEvent) -> HistoryEvent:
+    """The rules' view of an event just accepted (the same as :func:`history_event` of its stored body)."""
+    step = event.step
+    return HistoryEvent(
+        seq=seq,
+        status=event.status,
+        occurred_at=event.occurred_at,
+        unit_code=event.unit_code,
+        procedure_code=event.procedure_code,
+        channel=event.channel,
+        due_at=event.due_at,
+        step_due_at=step.due_at if step else None,
+        step_name=step.name if step else None,
+        attributes=event.attributes or {},
+    )
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def compact_event(e: HistoryEvent) -> list:
+    """A history event as kept in ``dossiers.history``: a short positional array."""
+    return [e.seq, e.status, e.occurred_at.isoformat(), e.unit_code, e.procedure_code, e.channel, _iso(e.due_at),
+            _iso(e.step_due_at), e.step_name, e.attributes or None]
+
+
+def event_from_compact(item: list) -> HistoryEvent:
+    seq, status, occurred_at, unit, procedure, channel, due_at, step_due_at, step_name, attributes = item
+    return HistoryEvent(
+        seq=seq,
+        status=status,
+        occurred_at=dt.datetime.fromisoformat(occurred_at),
+        unit_code=unit,
+        procedure_code=procedure,
+        channel=channel,
+        due_at=_ts(due_at),
+        step_due_at=_ts(step_due_at),
+        step_name=step_name,
+        attributes=attributes or {},
     )
 
 
@@ -89,31 +142,56 @@ class IndicatorEngine:
             facts, timeliness, self.calendar, now, payment_period_fallback=self.policy.payment_period_fallback
         )
 
-    async def recompute(self, conn: asyncpg.Connection, codes: list[str], now: dt.datetime) -> ApplyResult:
-        """Re-derive the given dossiers from their stored events and move the counters accordingly."""
+    async def recompute(
+        self,
+        conn: asyncpg.Connection,
+        codes: list[str],
+        now: dt.datetime,
+        arrived: dict[str, list[HistoryEvent]] | None = None,
+    ) -> ApplyResult:
+        """Re-derive the given dossiers and move the counters accordingly.
+
+        With ``arrived`` (the events this batch stored, by dossier), a dossier's history is the one
+        kept in its row plus those events; without it, or for a row written before histories were
+        kept, the history is re-read from the stored events.
+        """
+        codes = sorted(set(codes).union(arrived or ()))
         if not codes:
             return ApplyResult()
-        codes = sorted(set(codes))
         # Lock the dossiers' rows (those that exist) in a fixed order before reading their history.
         old_rows = await conn.fetch(
-            "SELECT dossier_code, contribution FROM dossiers WHERE dossier_code = ANY($1::text[]) "
+            "SELECT dossier_code, contribution, history FROM dossiers WHERE dossier_code = ANY($1::text[]) "
             "ORDER BY dossier_code FOR UPDATE",
             codes,
         )
-        old = {r["dossier_code"]: Contribution.from_json(r["contribution"]) for r in old_rows}
-        event_rows = await conn.fetch(
-            "SELECT dossier_code, seq, body FROM events WHERE dossier_code = ANY($1::text[])", codes
-        )
-        histories: dict[str, list[HistoryEvent]] = defaultdict(list)
-        for row in event_rows:
-            histories[row["dossier_code"]].append(history_event(row["seq"], row["body"]))
+        old = {}
+        histories: dict[str, list[HistoryEvent]] = {}
+        full_read = set(codes) if arrived is None else set()
+        for row in old_rows:
+            code = row["dossier_code"]
+            old[code] = Contribution.from_json(row["contribution"])
+            if arrived is None:
+                continue
+            kept = row["history"]
+            if kept is None:
+                full_read.add(code)
+            else:
+                histories[code] = [event_from_compact(item) for item in kept]
+        if arrived is not None:
+            for code, events in arrived.items():
+                if code in full_read:
+                    continue
+                history = histories.setdefault(code, [])
+                known = {e.seq for e in history}
+                history.extend(e for e in events if e.seq not in known)  # (replay may have kept it already)
+        if full_read:
+            event_rows = await conn.fetch(
+                "SELECT dossier_code, seq, body FROM events WHERE dossier_code = ANY($1::text[])", sorted(full_read)
+            )
+            for row in event_rows:
+                histories.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
 
-        pairs = set()
-        for history in histories.values():
-            receipt = next((e for e in history if e.status == 2), None)
-            if receipt is not None:
-                pairs.add((receipt.unit_code, receipt.procedure_code))
-        legal = await self.legal_days(conn, pairs)
+        legal = await self.legal_days(conn, receipt_pairs(histories.values()))
 
         delta = CounterDelta()
         rows = []
@@ -123,13 +201,14 @@ class IndicatorEngine:
                 continue
             facts, timeliness, contribution = self.evaluate(code, history, now, legal)
             delta.move(old.get(code), contribution)
-            rows.append(self._dossier_row(facts, timeliness, contribution))
+            rows.append(self._dossier_row(facts, timeliness, contribution, history))
         await self._write_dossiers(conn, rows)
         written = await write_counter_delta(conn, delta)
         DOSSIERS_RECOMPUTED.inc(len(rows))
         return ApplyResult(dossiers=len(rows), counter_rows=written)
 
-    def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None):
+    def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None,
+                     history: list[HistoryEvent]):
         fixed = None
         reason = None
         deadline = None
@@ -158,6 +237,7 @@ class IndicatorEngine:
             bool(timeliness and timeliness.no_deadline),
             jsonb(contribution.to_json()) if contribution else None,
             jsonb(facts.attributes or None),
+            jsonb([compact_event(e) for e in history]),
         )
 
     async def _write_dossiers(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
@@ -168,11 +248,11 @@ class IndicatorEngine:
             """
             INSERT INTO dossiers (dossier_code, unit_code, procedure_code, status, received_at, received_month,
                 channel, due_at, ended_at, supplement_count, overdue_steps, overdue_fixed, overdue_reason,
-                deadline, deadline_passed, no_deadline, contribution, attributes, updated_at)
+                deadline, deadline_passed, no_deadline, contribution, attributes, history, updated_at)
             SELECT u.*, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[],
                 $6::text[], $7::smallint[], $8::timestamptz[], $9::timestamptz[], $10::smallint[], $11::smallint[],
                 $12::boolean[], $13::text[], $14::timestamptz[], $15::boolean[], $16::boolean[], $17::jsonb[],
-                $18::jsonb[]) AS u
+                $18::jsonb[], $19::jsonb[]) AS u
             ON CONFLICT (dossier_code) DO UPDATE SET
                 unit_code = EXCLUDED.unit_code, procedure_code = EXCLUDED.procedure_code,
                 status = EXCLUDED.status, received_at = EXCLUDED.received_at,
@@ -181,7 +261,8 @@ class IndicatorEngine:
                 overdue_steps = EXCLUDED.overdue_steps, overdue_fixed = EXCLUDED.overdue_fixed,
                 overdue_reason = EXCLUDED.overdue_reason, deadline = EXCLUDED.deadline,
                 deadline_passed = EXCLUDED.deadline_passed, no_deadline = EXCLUDED.no_deadline,
-                contribution = EXCLUDED.contribution, attributes = EXCLUDED.attributes, updated_at = now()
+                contribution = EXCLUDED.contribution, attributes = EXCLUDED.attributes, history = EXCLUDED.history,
+                updated_at = now()
             """,
             *[list(col) for col in columns],
         )

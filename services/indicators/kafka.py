@@ -30,7 +30,8 @@ import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from services.indicators.engine import IndicatorEngine
+from services.indicators.engine import IndicatorEngine, history_event_of
+from services.indicators.rules.dossier import HistoryEvent
 from services.ingest.intake import Item, check_items
 from services.ingest.store import ACCEPTED, CONFLICT, DeadLetter, store_dead_letters, store_events
 from shared.db.raw import driver_connection
@@ -374,7 +375,8 @@ class KafkaApplier:
                 )
                 if not moved:
                     raise Fenced(tp)
-            outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False)
+            seqs: dict[tuple[str, str], int] = {}
+            outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
             for i, outcome in zip(good_positions, outcomes):
                 if outcome == CONFLICT:
                     checks[i] = Rejection(Reason.CONFLICT, "a different event was already accepted under this "
@@ -383,8 +385,12 @@ class KafkaApplier:
                     counts["accepted"] += 1
                 else:
                     counts["duplicates"] += 1
-            codes = [checks[i].dossier_code for i in good_positions if isinstance(checks[i], DossierEvent)]
-            await self.engine.recompute(apg, codes, utcnow())
+            arrived: dict[str, list[HistoryEvent]] = {}
+            for event, outcome in zip(good, outcomes):
+                if outcome == ACCEPTED:
+                    seq = seqs[(event.source, event.event_id)]
+                    arrived.setdefault(event.dossier_code, []).append(history_event_of(seq, event))
+            await self.engine.recompute(apg, [], utcnow(), arrived)
             letters = []
             for d, check in zip(decoded, checks):
                 if isinstance(check, DossierEvent):

@@ -40,7 +40,7 @@ DEFAULT_CHUNK_DOSSIERS = 5000
 DOSSIER_COLUMNS = (
     "dossier_code", "unit_code", "procedure_code", "status", "received_at", "received_month", "channel",
     "due_at", "ended_at", "supplement_count", "overdue_steps", "overdue_fixed", "overdue_reason", "deadline",
-    "deadline_passed", "no_deadline", "contribution", "attributes",
+    "deadline_passed", "no_deadline", "contribution", "attributes", "history",
 )  # the order of IndicatorEngine._dossier_row; updated_at takes its default, now()
 COUNTER_COLUMNS = ("unit_code", "procedure_code", "period", "metric", "value")
 REPLAY_TABLE = "replay_counter_increments"
@@ -120,7 +120,7 @@ async def replay_state(
             if contribution is not None:
                 contributions.append(contribution)
             if write_dossiers:
-                rows.append(engine._dossier_row(facts, timeliness, contribution))  # noqa: SLF001
+                rows.append(engine._dossier_row(facts, timeliness, contribution, history))  # noqa: SLF001
         result.dossiers += len(chunk)
         increments = [(*key, value) for key, value in summed_increments(contributions).items() if value]
         if increments:

@@ -13,7 +13,8 @@ import datetime as dt
 import logging
 import time
 
-from services.indicators.engine import IndicatorEngine
+from services.indicators.engine import IndicatorEngine, history_event
+from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
 from shared.metrics import (
     APPLY_BATCH_SIZE,
@@ -45,12 +46,15 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
                    DELETE FROM pending_events WHERE seq IN (
                        SELECT seq FROM pending_events ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                    RETURNING seq)
-               SELECT e.dossier_code FROM events e JOIN batch b ON b.seq = e.seq""",
+               SELECT e.seq, e.dossier_code, e.body FROM events e JOIN batch b ON b.seq = e.seq""",
             batch_size,
         )
         if not rows:
             return 0
-        await engine.recompute(apg, [r["dossier_code"] for r in rows], utcnow())
+        arrived: dict[str, list[HistoryEvent]] = {}
+        for row in rows:
+            arrived.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
+        await engine.recompute(apg, [], utcnow(), arrived)
     runtime.data_changed()
     APPLY_SECONDS.observe(time.perf_counter() - started)
     APPLY_BATCH_SIZE.observe(len(rows))

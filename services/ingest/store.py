@@ -26,13 +26,15 @@ class DeadLetter:
 
 
 async def store_events(
-    conn: asyncpg.Connection, batch: list[DossierEvent], *, transport: str, enqueue: bool
+    conn: asyncpg.Connection, batch: list[DossierEvent], *, transport: str, enqueue: bool,
+    seq_by_key: dict[tuple[str, str], int] | None = None,
 ) -> tuple[list[str], list[int]]:
     """Insert events idempotently on (source, event_id).
 
     Returns each event's outcome (accepted / duplicate / conflict, in batch order) and the sequence
     numbers of the newly stored ones. With ``enqueue`` the new events are also queued for the
-    indicators worker (the database path used when there is no Kafka).
+    indicators worker (the database path used when there is no Kafka). ``seq_by_key``, if given,
+    receives the sequence number of each newly stored (source, event_id).
     """
     if not batch:
         return [], []
@@ -74,6 +76,8 @@ async def store_events(
         transport,
     )
     inserted = {(r["source"], r["event_id"]) for r in rows}
+    if seq_by_key is not None:
+        seq_by_key.update(((r["source"], r["event_id"]), r["seq"]) for r in rows)
     known: dict[tuple[str, str], str] = {}
     if len(inserted) < len(unique):
         missing = [e for e in unique if (e.source, e.event_id) not in inserted]

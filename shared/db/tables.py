@@ -94,6 +94,9 @@ dossiers = Table(
     Column("contribution", JSONB, nullable=True),
     Column("attributes", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The applied events in the rules' compact form (services/indicators/engine.py: compact_event);
+    # NULL for rows written before migration 0006 until their next event.
+    Column("history", JSONB, nullable=True),
     Index("ix_dossiers_unit_month", "unit_code", "received_month"),
     Index(
         "ix_dossiers_deadline_pending",
