@@ -15,11 +15,10 @@ from services.api.cache import Computed, ResponseCache, ScoreCache, etag_matches
 from services.api.fastpath import response_key
 from services.api.queries import (
     FLAG_CONDITIONS,
+    ScorecardMemo,
     counters_view,
     dossiers_behind,
     policies_in_force,
-    scorecard_for,
-    subtree_counts,
     unit_counts,
 )
 from services.api.score_context import load_context
@@ -76,7 +75,7 @@ async def get_scores(
     key = ("score", unit.code, chosen.key, layout)
 
     def compute():
-        return _render_scores(runtime, unit, chosen, layout)
+        return _render_scores(runtime, _memo(request), unit, chosen, layout)
 
     async def refresh() -> tuple[bytes, int, float]:
         return await cache.refresh(key, runtime.data_version, compute)
@@ -91,6 +90,14 @@ def _cache(request: Request) -> ScoreCache:
     if cache is None:
         cache = state.score_cache = ScoreCache(state.runtime.settings.score_cache_seconds)
     return cache
+
+
+def _memo(request: Request) -> ScorecardMemo:
+    state = request.app.state
+    memo = getattr(state, "scorecards", None)
+    if memo is None:
+        memo = state.scorecards = ScorecardMemo(state.runtime.settings, state.runtime.calendar.seconds_per_day)
+    return memo
 
 
 def _responses(request: Request) -> ResponseCache:
@@ -117,16 +124,16 @@ def _answer(request: Request, who: Principal, computed: Computed, refresh, *, un
     return Response(body, media_type="application/json", headers={"etag": etag.decode()})
 
 
-async def _render_scores(runtime: Runtime, unit, chosen: Period, layout: str) -> bytes:
+async def _render_scores(runtime: Runtime, memo: ScorecardMemo, unit, chosen: Period, layout: str) -> bytes:
     subtree = runtime.units.subtree(unit.code)
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         per_unit = await unit_counts(apg, subtree, chosen.key)
         context = await load_context(apg, runtime.units, unit.code, chosen, now=utcnow(),
                                      policy=runtime.settings.policy, calendar=runtime.calendar, per_unit=per_unit)
-    counts = subtree_counts(runtime.units, unit.code, per_unit)
-    card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, layout,
-                         inputs=context.inputs_for(unit.code))
+    inputs = context.inputs_for(unit.code)
+    counts = dict(inputs.counts)  # the subtree's counters
+    card = memo.card(unit.code, chosen.key, layout, inputs)
     return orjson.dumps({
         "unit": unit.as_dict(),
         "period": chosen.key,
@@ -160,7 +167,7 @@ async def list_scores(
     key = ("ranking", parent, chosen.key, (level or "").upper(), sort)
 
     def compute():
-        return _ranking(runtime, parent, chosen, level, key_name, descending)
+        return _ranking(runtime, _memo(request), parent, chosen, level, key_name, descending)
 
     def page(computed: Computed) -> tuple[bytes, int, float]:
         rows = computed.value
@@ -182,8 +189,8 @@ async def list_scores(
 RANKING_SLICE = 8
 
 
-async def _ranking(runtime: Runtime, parent: str, chosen: Period, level: str | None, key_name: str,
-                   descending: bool) -> list[dict]:
+async def _ranking(runtime: Runtime, memo: ScorecardMemo, parent: str, chosen: Period, level: str | None,
+                   key_name: str, descending: bool) -> list[dict]:
     tree = runtime.units
     if level:
         members = tree.descendants(parent, level.upper())
@@ -198,9 +205,9 @@ async def _ranking(runtime: Runtime, parent: str, chosen: Period, level: str | N
     for i, code in enumerate(members):
         if i and i % RANKING_SLICE == 0:
             await asyncio.sleep(0)
-        counts = subtree_counts(tree, code, per_unit)
-        card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal",
-                             inputs=context.inputs_for(code))
+        inputs = context.inputs_for(code)
+        counts = inputs.counts  # the subtree's counters
+        card = memo.card(code, chosen.key, "portal", inputs)
         rows.append(
             {
                 "unit": tree.units[code].as_dict(),

@@ -104,3 +104,22 @@ async def test_a_cached_answer_is_refreshed_before_it_expires_and_never_served_a
     off = ResponseCache(ttl_seconds=0)
     off.store("k", 1, now, b"x", route="/r")
     assert off.lookup("k", 1) is None
+
+
+def test_a_scorecard_is_reused_while_its_inputs_are_equal():
+    from services.api.queries import ScorecardMemo, scorecard_for
+    from services.indicators.rules.scoring import ScoreInputs
+    from shared.settings import Settings
+
+    settings = Settings(database_url="postgresql://unused/db")
+    memo = ScorecardMemo(settings, 28_800)
+    counts = {"received": 4, "on_time": 3, "overdue": 1, "received_online": 2}
+    first = memo.card("H44.03", "2026-08", "portal", ScoreInputs(counts=dict(counts)))
+    again = memo.card("H44.03", "2026-08", "portal", ScoreInputs(counts=dict(counts)))  # equal, not the same
+    assert again is first and (memo.built, memo.reused) == (1, 1)
+    moved = memo.card("H44.03", "2026-08", "portal", ScoreInputs(counts={**counts, "on_time": 4, "overdue": 0}))
+    assert moved is not first and memo.built == 2
+    assert moved.as_dict() == scorecard_for({}, settings, 28_800, "portal",
+                                            inputs=ScoreInputs(counts={**counts, "on_time": 4, "overdue": 0})).as_dict()
+    other = memo.card("H44.03", "2026-08", "decision", ScoreInputs(counts=dict(counts)))  # layout is in the key
+    assert [g["code"] for g in other.as_dict()["groups"]] == ["I", "II", "III", "IV", "V"]
