@@ -22,6 +22,7 @@ from services.ingest import portal as ingest_portal
 from shared.auth import KeyRing, first_run_admin_key
 from shared.calendar import WorkingCalendar
 from shared.db.engine import create_engine, migrate, resolve_database_url
+from shared.db.notify import ChangeListener
 from shared.problems import install_problem_handlers
 from shared.process import tune_garbage_collector
 from shared.runtime import Runtime, upsert_units
@@ -69,6 +70,10 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
             background.append(worker)
         if settings.kafka_bootstrap_servers:  # Kafka mode: topic in, offsets with the counters
             background.extend(await _start_kafka(app, rt, engine, roles))
+        if "api" in roles:  # scores cached here are invalidated by commits of other processes too
+            listener = app.state.change_listener = ChangeListener(rt)
+            listener.start()
+            background.append(listener)
         refresher = None
         if "indicators" not in roles or len(roles) < len(ROLES):
             refresher = asyncio.create_task(_refresh_units(rt))

@@ -34,6 +34,7 @@ from services.indicators.engine import IndicatorEngine, history_event_of
 from services.indicators.rules.dossier import HistoryEvent
 from services.ingest.intake import Item, check_items
 from services.ingest.store import ACCEPTED, CONFLICT, DeadLetter, store_dead_letters, store_events
+from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection
 from shared.kafka import (
@@ -391,6 +392,8 @@ class KafkaApplier:
                     seq = seqs[(event.source, event.event_id)]
                     arrived.setdefault(event.dossier_code, []).append(history_event_of(seq, event))
             await self.engine.recompute(apg, [], utcnow(), arrived)
+            if arrived:
+                await announce_change(apg)
             letters = []
             for d, check in zip(decoded, checks):
                 if isinstance(check, DossierEvent):

@@ -15,6 +15,7 @@ import time
 
 from services.indicators.engine import IndicatorEngine, history_event
 from services.indicators.rules.dossier import HistoryEvent
+from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
 from shared.metrics import (
     APPLY_BATCH_SIZE,
@@ -55,6 +56,7 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
         for row in rows:
             arrived.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
         await engine.recompute(apg, [], utcnow(), arrived)
+        await announce_change(apg)
     runtime.data_changed()
     APPLY_SECONDS.observe(time.perf_counter() - started)
     APPLY_BATCH_SIZE.observe(len(rows))
@@ -68,6 +70,8 @@ async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
             return 0
         crossed = await engine.sweep_deadlines(apg, utcnow())
+        if crossed:
+            await announce_change(apg)
     if crossed:
         runtime.data_changed()
     return crossed
