@@ -122,7 +122,7 @@ class ResponseCache:
     and replaced before it expires), so steady readers never wait for a computation; the hit itself
     is served the current, still valid entry."""
 
-    def __init__(self, ttl_seconds: float, max_entries: int = 4096, refresh_fraction: float = 0.6) -> None:
+    def __init__(self, ttl_seconds: float, max_entries: int = 4096, refresh_fraction: float = 0.3) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self.refresh_fraction = refresh_fraction

@@ -184,9 +184,10 @@ async def list_scores(
                    until=None if period else chosen.end)
 
 
-# Scorecards of a ranking are built this many units at a time, the event loop serving other requests
-# in between (a province's 148 communes take ~35 ms of CPU, which would otherwise stall every answer).
-RANKING_SLICE = 8
+# A ranking's scorecards are built in slices of about this many seconds, the event loop serving other
+# requests in between (a province's 148 communes take ~35 ms of CPU when every card is rebuilt, which
+# would otherwise stall every answer; reused cards cost microseconds and need no pause).
+RANKING_SLICE_SECONDS = 0.002
 
 
 async def _ranking(runtime: Runtime, memo: ScorecardMemo, parent: str, chosen: Period, level: str | None,
@@ -202,9 +203,11 @@ async def _ranking(runtime: Runtime, memo: ScorecardMemo, parent: str, chosen: P
         context = await load_context(apg, tree, parent, chosen, now=utcnow(), policy=runtime.settings.policy,
                                      calendar=runtime.calendar, per_unit=per_unit)
     rows = []
-    for i, code in enumerate(members):
-        if i and i % RANKING_SLICE == 0:
+    slice_started = time.perf_counter()
+    for code in members:
+        if time.perf_counter() - slice_started > RANKING_SLICE_SECONDS:
             await asyncio.sleep(0)
+            slice_started = time.perf_counter()
         inputs = context.inputs_for(code)
         counts = inputs.counts  # the subtree's counters
         card = memo.card(code, chosen.key, "portal", inputs)
