@@ -304,21 +304,15 @@ async def write_counter_delta(conn: asyncpg.Connection, delta: CounterDelta) -> 
     changes = delta.rows()
     if not changes:
         return 0
-    units, procedures, periods, metrics, values = [], [], [], [], []
-    for (unit, procedure, period, metric), value in changes:
-        units.append(unit)
-        procedures.append(procedure)
-        periods.append(period)
-        metrics.append(metric)
-        values.append(value)
+    units, periods, procedures, metrics, values = (list(column) for column in zip(*changes))
     await conn.execute(
-        """INSERT INTO counters (unit_code, procedure_code, period, metric, value)
+        """INSERT INTO counters (unit_code, period, procedure_code, metric, value)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
            ON CONFLICT (unit_code, period, procedure_code, metric)
            DO UPDATE SET value = counters.value + EXCLUDED.value""",
         units,
-        procedures,
         periods,
+        procedures,
         metrics,
         values,
     )

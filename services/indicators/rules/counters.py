@@ -66,7 +66,7 @@ ATTRIBUTE_METRICS = {
 CounterKey = tuple[str, str, str, str]  # unit, procedure, period, metric
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: see HistoryEvent
 class Contribution:
     unit_code: str
     procedure_code: str
@@ -299,15 +299,11 @@ class CounterDelta:
                 out[(unit, procedure, period, metric)] += value
         return out
 
-    def rows(self) -> list[tuple[CounterKey, int]]:
-        """The non-zero changes, in the counters' primary-key order (unit, period, procedure, metric):
-        every writer locks rows in the same order, so concurrent workers cannot deadlock."""
-        return sorted(((k, v) for k, v in self.totals().items() if v), key=_primary_key_order)
-
-
-def _primary_key_order(item: tuple[CounterKey, int]) -> tuple[str, str, str, str]:
-    unit, procedure, period, metric = item[0]
-    return unit, period, procedure, metric
+    def rows(self) -> list[tuple[str, str, str, str, int]]:
+        """The non-zero changes as (unit, period, procedure, metric, value), sorted: the counters' primary
+        key order, in which every writer locks rows, so concurrent workers cannot deadlock."""
+        return sorted((unit, period, procedure, metric, value)
+                      for (unit, procedure, period, metric), value in self.totals().items() if value)
 
 
 def expand(contribution: Contribution) -> dict[CounterKey, int]:
@@ -335,7 +331,7 @@ def accumulate_delta(
 
 
 def nonzero(delta: Mapping[CounterKey, int]) -> list[tuple[CounterKey, int]]:
-    return sorted(((k, v) for k, v in delta.items() if v), key=_primary_key_order)
+    return sorted((k, v) for k, v in delta.items() if v)
 
 
 def total_counts(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
