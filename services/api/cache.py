@@ -128,6 +128,8 @@ class ResponseCache:
         self.refresh_fraction = refresh_fraction
         self._entries: dict[Hashable, CachedResponse] = {}
         self._refreshing: dict[Hashable, asyncio.Task] = {}
+        # Answers being computed by the application for a first miss (services/api/fastpath.py).
+        self.first_misses: dict[Hashable, asyncio.Future] = {}
         self.hits = 0
         self.refreshes = 0
 

@@ -5,11 +5,14 @@ data version, younger than the score cache's ttl) and whose API key may read is 
 bytes the route stored: no routing, no dependency solving, no validation, no encoding. A matching
 ``If-None-Match`` gets a 304. Everything else — a miss, an unknown or missing key, a role that may not
 read — goes through the application as before (which computes, stores, or answers the problem).
-HTTP metrics are recorded here for the requests answered here, with the same labels.
+Requests for an answer that the application is computing right now (the first miss after a change or
+an expiry) wait for it here instead of each going through the application. HTTP metrics are recorded
+here for the requests answered here, with the same labels.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from services.api.cache import CachedResponse, ResponseCache, etag_matches
@@ -38,18 +41,35 @@ class CachedReads:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
             started = time.perf_counter()
-            found = self.find(scope["path"], scope["query_string"], scope["headers"])
-            if found is not None:
-                entry, not_modified = found
-                if not_modified:
-                    await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", entry.etag)]})
-                    await send({"type": "http.response.body", "body": b""})
-                else:
-                    await send({"type": "http.response.start", "status": 200, "headers": [  # the route's order
-                        (b"etag", entry.etag), (b"content-length", str(len(entry.body)).encode()),
-                        (b"content-type", _JSON)]})
-                    await send({"type": "http.response.body", "body": entry.body})
-                return self._record(entry.route, 304 if not_modified else 200, started)
+            path, query_string, headers = scope["path"], scope["query_string"], scope["headers"]
+            found = self.find(path, query_string, headers)
+            if found is None:
+                key = self.miss_key(path, query_string, headers)
+                if key is None:
+                    return await self.app(scope, receive, send)
+                responses: ResponseCache = self.state.responses
+                first = responses.first_misses.get(key)
+                if first is None:  # the application computes this answer (and stores it); others wait
+                    first = responses.first_misses[key] = asyncio.get_running_loop().create_future()
+                    try:
+                        return await self.app(scope, receive, send)
+                    finally:
+                        del responses.first_misses[key]
+                        first.set_result(None)
+                await asyncio.shield(first)
+                found = self.find(path, query_string, headers)
+                if found is None:  # nothing was stored (an error, a problem): the application answers
+                    return await self.app(scope, receive, send)
+            entry, not_modified = found
+            if not_modified:
+                await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", entry.etag)]})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await send({"type": "http.response.start", "status": 200, "headers": [  # the route's order
+                    (b"etag", entry.etag), (b"content-length", str(len(entry.body)).encode()),
+                    (b"content-type", _JSON)]})
+                await send({"type": "http.response.body", "body": entry.body})
+            return self._record(entry.route, 304 if not_modified else 200, started)
         await self.app(scope, receive, send)
 
     def raw_answer(self, path: str, query_string: bytes, headers, default_headers: bytes) -> bytes | None:
@@ -72,6 +92,18 @@ class CachedReads:
     def find(self, path: str, query_string: bytes, headers) -> tuple[CachedResponse, bool] | None:
         """The cached answer to a GET (and whether the client already has it: If-None-Match), if there
         is one and the API key presented may read it."""
+        found = self._lookup(path, query_string, headers)
+        return found if found is None or found[0] is not None else None
+
+    def miss_key(self, path: str, query_string: bytes, headers) -> tuple | None:
+        """After ``find`` found nothing: the key its answer will be stored under, if the API key may read
+        it and answers are cached at all (None: only the application can say)."""
+        found = self._lookup(path, query_string, headers)
+        if found is None or found[0] is not None or self.state.responses.ttl <= 0:
+            return None
+        return found[1]
+
+    def _lookup(self, path: str, query_string: bytes, headers):
         if not path.startswith(PREFIX):
             return None
         state = self.state
@@ -94,9 +126,10 @@ class CachedReads:
         who = state.keyring.lookup_cached(token.decode("latin-1"))
         if who is None or not who.can_read():
             return None  # the application answers 401/403 as a problem
-        entry = responses.lookup(response_key(path, query_string, who.units), runtime.data_version)
+        key = response_key(path, query_string, who.units)
+        entry = responses.lookup(key, runtime.data_version)
         if entry is None:
-            return None
+            return None, key
         return entry, if_none_match is not None and etag_matches(if_none_match, entry.etag)
 
     def _record(self, route: str, status: int, started: float) -> None:

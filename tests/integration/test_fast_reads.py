@@ -2,6 +2,7 @@
 ETags and 304s, keys checked on every request, invalidation when data changes; `dvc766 api` with
 several worker processes."""
 
+import asyncio
 import json
 import os
 import signal
@@ -123,6 +124,34 @@ async def test_applied_changes_are_served_at_once(served_client):
     await drain(served_client.app.state.runtime)
     changed = (await served_client.get(children, headers=auth(READER_KEY))).json()["items"]
     assert next(i for i in changed if i["unit"]["code"] == "H44.07")["received"] == 2
+
+
+async def test_concurrent_misses_of_one_answer_go_through_the_application_once(clean_db):
+    from services.app import create_app, served
+
+    app = create_app(("ingest", "api"), runtime=clean_db)
+    front = served(app, ("ingest", "api"))
+    inner, through = front.app, []
+
+    async def counting(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            through.append(scope["path"])
+        await inner(scope, receive, send)
+
+    front.app = counting
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=front), base_url="http://testserver") as client:
+            await client.post("/v1/events", json=AUGUST, headers=auth(ADMIN_KEY))
+            await drain(clean_db)
+            await client.get("/v1/scores/H44", params={"period": "2026-08"}, headers=auth(READER_KEY))
+            through.clear()
+            answers = await asyncio.gather(*(client.get(SCORE, headers=auth(READER_KEY)) for _ in range(20)))
+            assert {a.status_code for a in answers} == {200} and len({a.content for a in answers}) == 1
+            assert through == ["/v1/scores/H44.03"]  # the others waited for its answer
+            # A problem is not cached: each request gets it from the application.
+            missing = await asyncio.gather(*(client.get("/v1/scores/H00?period=2026-08", headers=auth(READER_KEY))
+                                             for _ in range(3)))
+            assert [m.status_code for m in missing] == [404] * 3 and through.count("/v1/scores/H00") == 3
 
 
 def _free_port() -> int:
