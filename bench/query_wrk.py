@@ -8,7 +8,8 @@ the client. wrk keeps its connections open (keep-alive) and reports latency perc
 request; the database is one kept by ``bench/replay.py --keep``. ``--workers``: the api's processes
 (``DVC766_API_WORKERS``; default: the service's own default). Each row also has the service's CPU time
 (all its processes) per request, steadier than wall-clock figures when others share the machine, and
-the 1-minute load average before and after.
+the 1-minute load average before and after. Each measured run follows ``--warmup`` seconds of the same
+load (default 2, not recorded).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--period", default="2026-08")
     parser.add_argument("--workers", type=int, default=None, help="api processes (DVC766_API_WORKERS)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of the same load before each measured run, not recorded (0: none)")
     args = parser.parse_args()
     rows, raw = [], {}
     env = {"DVC766_API_WORKERS": str(args.workers)} if args.workers else None
@@ -77,6 +80,8 @@ def main() -> None:
             "ranking of the communes": f"/v1/scores?period={args.period}&parent=H44&level=COMMUNE&limit=200",
         }
         for name, path in targets.items():
+            if args.warmup:  # first answers computed, start-up collections done: the steady state is measured
+                run_wrk(service.base_url + path, args.connections, args.warmup, args.threads)
             load_before = os.getloadavg()[0]
             cpu_before = service_cpu(service.pid)
             result = run_wrk(service.base_url + path, args.connections, args.seconds, args.threads)
@@ -84,7 +89,7 @@ def main() -> None:
             raw[name] = result.pop("raw")
             requests = int(re.search(r"(\d+) requests in", raw[name]).group(1))
             rows.append({"label": args.label, "query": name, "connections": args.connections,
-                         "workers": args.workers or "default", **result,
+                         "workers": args.workers or "default", "warmup_s": args.warmup, **result,
                          "service_cpu_us_per_req": round(cpu / max(requests, 1) * 1e6, 1),
                          "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)})
     finally:
