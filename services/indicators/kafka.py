@@ -115,16 +115,19 @@ def decode_message(msg, *, default_source: str, max_bytes: int) -> Decoded:
         if name == SOURCE_HEADER and header:
             source = header.decode("utf-8", errors="replace")
     value = msg.value
-    raw = _raw_text(value, max_bytes)
     if value is None:
-        item = Item(msg.offset, None, raw, Rejection(Reason.INVALID_JSON, "empty message (no value)"))
+        item = Item(msg.offset, None, "", Rejection(Reason.INVALID_JSON, "empty message (no value)"))
     elif len(value) > max_bytes:
-        item = Item(msg.offset, None, raw, Rejection(Reason.TOO_LARGE, f"message is larger than {max_bytes} bytes"))
+        item = Item(msg.offset, None, _raw_text(value, max_bytes),
+                    Rejection(Reason.TOO_LARGE, f"message is larger than {max_bytes} bytes"))
     else:
         try:
-            item = Item(msg.offset, orjson.loads(value), raw)
+            # Within the size limit already (its bytes were counted): the raw text is made only for a
+            # dead letter (``dead_letter_text``).
+            item = Item(msg.offset, orjson.loads(value), None, size_bound=len(value))
         except orjson.JSONDecodeError as exc:
-            item = Item(msg.offset, None, raw, Rejection(Reason.INVALID_JSON, f"message is not JSON: {exc}"))
+            item = Item(msg.offset, None, _raw_text(value, max_bytes),
+                        Rejection(Reason.INVALID_JSON, f"message is not JSON: {exc}"))
     return Decoded(tp, msg.offset, msg.key, value, source, item)
 
 
@@ -400,7 +403,8 @@ class KafkaApplier:
                     continue
                 event_id = d.item.value.get("event_id") if isinstance(d.item.value, dict) else None
                 letters.append(DeadLetter(
-                    transport=TRANSPORT, reason=check.reason, detail=check.detail, raw=d.item.raw, source=d.source,
+                    transport=TRANSPORT, reason=check.reason, detail=check.detail,
+                    raw=_raw_text(d.value, settings.max_event_bytes), source=d.source,
                     event_id=event_id if isinstance(event_id, str) else None, kafka_topic=d.tp.topic,
                     kafka_partition=d.tp.partition, kafka_offset=d.offset,
                 ))
