@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,11 +213,21 @@ def _small_int(raw: dict[str, Any], name: str, low: int, high: int, reason: str)
 
 def validate_event(raw: Any, source: str) -> DossierEvent | Rejection:
     """Validate one decoded JSON value as a canonical event of ``source``."""
+    event = None
     if type(raw) is dict:
-        fast = _validate_fast(raw, source)
-        if fast is not None:
-            return fast
-    return _validate_full(raw, source)
+        event = _validate_fast(raw, source)
+    if event is None:
+        event = _validate_full(raw, source)
+        if isinstance(event, Rejection):
+            return event
+    if b"u0000" in event.encoded_body() and _ESCAPED_NUL.search(event.encoded_body()):
+        # PostgreSQL's jsonb and text cannot hold U+0000: stored, it would fail the whole batch.
+        return Rejection(Reason.BAD_FIELD, "text may not contain the NUL character (U+0000)")
+    return event
+
+
+# \u0000 in JSON text, not preceded by an escaped backslash (a literal "\u0000" is text, not NUL).
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _new(cls: type, fields: dict[str, Any]) -> Any:

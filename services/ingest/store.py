@@ -111,8 +111,13 @@ async def store_dead_letters(conn: asyncpg.Connection, letters: list[DeadLetter]
                kafka_topic, kafka_partition, kafka_offset, raw)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
         [
-            (d.source, d.transport, d.reason, d.detail, d.event_index, d.event_id, d.kafka_topic,
-             d.kafka_partition, d.kafka_offset, d.raw)
+            (_text(d.source), d.transport, d.reason, _text(d.detail), d.event_index, _text(d.event_id), d.kafka_topic,
+             d.kafka_partition, d.kafka_offset, _text(d.raw))
             for d in letters
         ],
     )
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold U+0000 (a rejected event may carry it): keep the rest readable."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value

@@ -124,3 +124,21 @@ async def test_auth_roles_and_unit_scope(app_client):
     # The source of an event is the key's, whatever the body says.
     stored = await _rows(app_client.app.state.runtime, "SELECT source FROM events")
     assert [r["source"] for r in stored] == ["igate-h44-03"]
+
+
+async def test_a_nul_character_costs_only_its_own_event(app_client):
+    """PostgreSQL cannot store U+0000; such an event used to fail its whole batch with a 500."""
+    runtime = app_client.app.state.runtime
+    nul_step = event("N2", 4, vn(2026, 8, 4), event_id="nul-step", step={"name": "Th\u1ea9m \x00 \u0111\u1ecbnh"})
+    literal = event("N3", 2, vn(2026, 8, 3), event_id="literal", attributes={"note": "\\u0000 is just text"})
+    batch = [event("N1", 2, vn(2026, 8, 3), event_id="good"), event("N1", 4, vn(2026, 8, 4), event_id="nul\x00id"),
+             nul_step, literal]
+    response = await app_client.post("/v1/events", content=orjson.dumps(batch),
+                                     headers={**auth(ADMIN_KEY), "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    outcome = [(r["status"], r.get("reason")) for r in response.json()["results"]]
+    assert outcome == [("accepted", None), ("rejected", "bad_field"), ("rejected", "bad_field"), ("accepted", None)]
+    letters = await _rows(runtime, "SELECT reason, event_index FROM dead_letters ORDER BY id")
+    assert [(r["reason"], r["event_index"]) for r in letters] == [("bad_field", 1), ("bad_field", 2)]
+    stored = await _rows(runtime, "SELECT event_id FROM events ORDER BY seq")
+    assert [r["event_id"] for r in stored] == ["good", "literal"]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from shared.events import (
     BOOLEAN_ATTRIBUTES,
     DossierEvent,
+    Reason,
     Rejection,
     _fast_timestamp,
     _parse_timestamp_full,
@@ -156,7 +157,21 @@ def test_the_event_fast_path_agrees_with_the_full_path(raw):
         assert fast.body() == full.body()
         assert fast.encoded_body() == full.encoded_body()
         assert fast.body_hash() == full.body_hash()
-    assert validate_event(raw, "src") == full
+    checked = validate_event(raw, "src")
+    if isinstance(full, DossierEvent) and _holds_nul(full.body()):  # PostgreSQL cannot store it
+        assert isinstance(checked, Rejection) and checked.reason == Reason.BAD_FIELD
+    else:
+        assert checked == full
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def test_the_stored_hash_of_a_known_event_is_unchanged():
