@@ -70,8 +70,11 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
             background.append(worker)
         if settings.kafka_bootstrap_servers:  # Kafka mode: topic in, offsets with the counters
             background.extend(await _start_kafka(app, rt, engine, roles))
-        if "api" in roles:  # scores cached here are invalidated by commits of other processes too
-            listener = app.state.change_listener = ChangeListener(rt)
+        # Commits of other processes: scores cached here go stale; events queued by another ingest.
+        wake_worker = "indicators" in roles and not settings.kafka_bootstrap_servers
+        if "api" in roles or wake_worker:
+            listener = app.state.change_listener = ChangeListener(rt, data_changes="api" in roles,
+                                                                  wake_worker=wake_worker)
             listener.start()
             background.append(listener)
         refresher = None

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from services.ingest.store import ACCEPTED, CONFLICT, DUPLICATE, DeadLetter, store_dead_letters, store_events
+from shared.db.notify import announce_events_queued
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection, validate_event
 from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED
@@ -166,6 +167,8 @@ async def intake(
         result.accepted = len(result.new_events)
         result.duplicates = len(results) - result.accepted - result.rejected
         await store_dead_letters(apg, letters)
+        if enqueue and seqs:
+            await announce_events_queued(apg)  # an indicators worker in another process wakes at commit
     result.new_seqs = seqs
     EVENTS_ACCEPTED.labels(transport).inc(result.accepted)
     EVENTS_DUPLICATE.labels(transport).inc(result.duplicates)

@@ -1,9 +1,13 @@
-"""Processes that serve scores learn at once that another process committed a change.
+"""Processes learn at once what another process committed (PostgreSQL LISTEN/NOTIFY).
 
-The indicators worker (its own process in a split deployment) sends ``NOTIFY`` inside each batch's
-transaction, so PostgreSQL delivers it at commit and never for a rolled-back batch. Every process that
-serves the API listens on one connection of its own and bumps its runtime's ``data_version``: cached
-scores are recomputed on the next request instead of waiting for their time to live.
+``NOTIFY`` is sent inside the committing transaction, so PostgreSQL delivers it at commit and never
+for a rolled-back one. Two channels:
+
+- :data:`CHANNEL` (data changed): the indicators worker, after each applied batch. Every process that
+  serves the API bumps its runtime's ``data_version``: cached scores are recomputed on the next
+  request instead of waiting for their time to live.
+- :data:`EVENTS_QUEUED`: ingest on the database path, after storing events. The indicators worker of
+  another process wakes at once instead of at its next idle poll.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from shared.runtime import Runtime
 
 log = logging.getLogger("dvc766.notify")
 CHANNEL = "dvc766_data_changed"
+EVENTS_QUEUED = "dvc766_events_queued"
 
 
 async def announce_change(conn: asyncpg.Connection) -> None:
@@ -25,15 +30,27 @@ async def announce_change(conn: asyncpg.Connection) -> None:
     await conn.execute(f"NOTIFY {CHANNEL}")
 
 
+async def announce_events_queued(conn: asyncpg.Connection) -> None:
+    """Inside the caller's transaction: at commit, wake the indicators workers of other processes."""
+    await conn.execute(f"NOTIFY {EVENTS_QUEUED}")
+
+
 def libpq_url(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 class ChangeListener:
-    """LISTENs for :data:`CHANNEL` until stopped, reconnecting if the connection drops."""
+    """LISTENs until stopped, reconnecting if the connection drops: :data:`CHANNEL` (bumps the runtime's
+    ``data_version``) and, with ``wake_worker``, :data:`EVENTS_QUEUED` (sets ``events_waiting``)."""
 
-    def __init__(self, runtime: Runtime, *, keepalive_seconds: float = 10.0) -> None:
+    def __init__(self, runtime: Runtime, *, data_changes: bool = True, wake_worker: bool = False,
+                 keepalive_seconds: float = 10.0) -> None:
         self.runtime = runtime
+        self.channels = {}
+        if data_changes:
+            self.channels[CHANNEL] = self._notified
+        if wake_worker:
+            self.channels[EVENTS_QUEUED] = self._events_queued
         self.keepalive_seconds = keepalive_seconds
         self.notifications = 0
         self.listening = asyncio.Event()
@@ -53,14 +70,20 @@ class ChangeListener:
         self.notifications += 1
         self.runtime.data_changed()
 
+    def _events_queued(self, *_args) -> None:
+        self.runtime.events_waiting.set()
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             conn = None
             try:
                 conn = await asyncpg.connect(libpq_url(self.runtime.database_url),
                                              server_settings={"application_name": "dvc766-listener"})
-                await conn.add_listener(CHANNEL, self._notified)
-                self.runtime.data_changed()  # whatever changed while nobody listened
+                for channel, callback in self.channels.items():
+                    await conn.add_listener(channel, callback)
+                # Whatever happened while nobody listened.
+                self.runtime.data_changed()
+                self.runtime.events_waiting.set()
                 self.listening.set()
                 while not self._stopping.is_set():
                     with contextlib.suppress(asyncio.TimeoutError):

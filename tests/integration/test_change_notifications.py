@@ -58,3 +58,21 @@ async def test_a_batch_applied_elsewhere_moves_the_cached_score_at_once(app_clie
     assert await apply_pending(worker_side, IndicatorEngine(runtime.calendar, runtime.settings.policy), 100) == 1
     await _until(lambda: runtime.data_version > version)
     assert (await app_client.get(url, headers=headers)).json()["counters"]["received"] == 1
+
+
+async def test_events_queued_by_another_process_wake_the_worker_at_once(app_client):
+    runtime = app_client.app.state.runtime
+    worker_side = replace(runtime, data_version=0, events_waiting=asyncio.Event())  # its own process's state
+    listener = ChangeListener(worker_side, data_changes=False, wake_worker=True)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 10)
+        worker_side.events_waiting.clear()
+        await asyncio.sleep(0.2)
+        assert not worker_side.events_waiting.is_set()
+        response = await app_client.post("/v1/events", json=[event("W1", 2, vn(2026, 8, 3))], headers=auth(ADMIN_KEY))
+        assert response.json()["accepted"] == 1
+        await _until(worker_side.events_waiting.is_set)
+        assert listener.notifications == 0  # the data-changed channel was not asked for
+    finally:
+        await listener.stop()
