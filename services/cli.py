@@ -40,10 +40,8 @@ def _serve(roles: tuple[str, ...], host: str, port: int, *, reuse_port: bool = F
 
 
 def api_workers(settings) -> int:
-    """How many processes `dvc766 api` runs (``api_workers``; default one per usable CPU, at most 4)."""
-    if settings.api_workers is not None:
-        return settings.api_workers
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    """How many processes `dvc766 api` runs (``api_workers``, default 1)."""
+    return settings.api_workers
 
 
 def ingest_workers(settings) -> int:

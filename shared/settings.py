@@ -128,8 +128,11 @@ class Settings(BaseSettings):
     max_event_bytes: int = 64 * 1024
     # `dvc766 api` (the query API alone, with a configured database): this many server processes on one
     # port (SO_REUSEPORT: the kernel spreads connections), metrics summed over them (prometheus
-    # multiprocess mode). None: one per CPU this process may run on, at most 4. Other commands run one.
-    api_workers: int | None = Field(None, ge=1, le=64)
+    # multiprocess mode). Default 1: one process answers ~30,000 cached reads/s, and on the 2-core
+    # bench machine shared with PostgreSQL a second one gave no more throughput, more CPU per request
+    # and 2.6x the memory (bench/query_wrk.py, bench/query_open_loop.py); raise it where the API has
+    # cores of its own.
+    api_workers: int = Field(1, ge=1, le=64)
     # `dvc766 ingest` processes on the port (SO_REUSEPORT), each validating on its own core.
     ingest_workers: int = Field(1, ge=1, le=64)
 
