@@ -9,7 +9,8 @@ measured from the request's *scheduled* time to its whole answer, so a late answ
 counts against) the requests queued behind it — no coordinated omission. The offered load is
 clients × rate requests per second; the report says what was achieved. The client is Python
 (uvloop, raw sockets) on the same cores as the service; at these rates it needs a fraction of one.
-Same two URLs as bench/query_wrk.py; the database is one kept by ``bench/replay.py --keep``.
+Same two URLs as bench/query_wrk.py; the database is one kept by ``bench/replay.py --keep``. Each
+measured run follows ``--warmup`` seconds of the same polling (default 2, not recorded).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=None, help="api processes (DVC766_API_WORKERS)")
     parser.add_argument("--period", default="2026-08")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of the same polling before each measured run, not recorded (0: none)")
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop
@@ -132,12 +135,14 @@ def main() -> None:
         }
         for rate in args.rate:
             for name, path in targets.items():
+                if args.warmup:  # first answers computed, start-up collections done
+                    asyncio.run(poll("127.0.0.1", service.port, path, args.clients, rate, args.warmup))
                 load_before = os.getloadavg()[0]
                 cpu_before = service_cpu(service.pid)
                 result = asyncio.run(poll("127.0.0.1", service.port, path, args.clients, rate, args.seconds))
                 cpu = service_cpu(service.pid) - cpu_before
                 rows.append({"label": args.label, "query": name, "clients": args.clients, "rate_per_client": rate,
-                             "workers": args.workers or "default", **result,
+                             "workers": args.workers or "default", "warmup_s": args.warmup, **result,
                              "service_cpu_us_per_req": round(cpu / max(result["requests"], 1) * 1e6, 1),
                              "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)})
     finally:
