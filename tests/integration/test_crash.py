@@ -52,8 +52,8 @@ async def kafka_rt(clean_db, broker):
 class Worker:
     """One `dvc766 indicators` process."""
 
-    def __init__(self, runtime, name: str) -> None:
-        self.env = kafka_env(runtime.settings, runtime.settings.database_url)
+    def __init__(self, runtime, name: str, **env: str) -> None:
+        self.env = {**kafka_env(runtime.settings, runtime.settings.database_url), **env}
         self.name = name
         self.proc: subprocess.Popen | None = None
 
@@ -172,9 +172,10 @@ async def test_sigkill_at_random_points_then_restart(kafka_rt):
 async def test_two_workers_rebalance_and_a_kill(kafka_rt):
     events, ends = await _stream(kafka_rt)
     total = sum(ends.values())
-    first = Worker(kafka_rt, "a").start()
+    # Each worker applies its polls as two concurrent transactions over disjoint partitions.
+    first = Worker(kafka_rt, "a", DVC766_KAFKA_APPLY_CONCURRENCY="2").start()
     await _wait_progress(kafka_rt, total // 5, [first])
-    second = Worker(kafka_rt, "b").start()  # the group rebalances: partitions split between the two
+    second = Worker(kafka_rt, "b", DVC766_KAFKA_APPLY_CONCURRENCY="2").start()  # the group rebalances
     await _wait_progress(kafka_rt, total // 2, [first, second])
     owners = None
     async with kafka_rt.engine.connect() as conn:
