@@ -75,9 +75,9 @@ async def store_events(
         [hashes[first_index[(event.source, event.event_id)]] for event in unique],
         transport,
     )
-    inserted = {(r["source"], r["event_id"]) for r in rows}
+    inserted = {(r[1], r[2]): r[0] for r in rows}  # (source, event_id) -> seq; positions: cheaper than names
     if seq_by_key is not None:
-        seq_by_key.update(((r["source"], r["event_id"]), r["seq"]) for r in rows)
+        seq_by_key.update(inserted)
     known: dict[tuple[str, str], str] = {}
     if len(inserted) < len(unique):
         missing = [e for e in unique if (e.source, e.event_id) not in inserted]
@@ -100,7 +100,7 @@ async def store_events(
         else:
             stored_hash = known.get(key)
         outcomes.append(DUPLICATE if stored_hash == hashes[i] else CONFLICT)
-    return outcomes, [r["seq"] for r in rows]
+    return outcomes, list(inserted.values())
 
 
 async def store_dead_letters(conn: asyncpg.Connection, letters: list[DeadLetter]) -> None:
