@@ -8,13 +8,16 @@ until every partition's offset stored with the counters reaches the end of the t
     .venv/bin/python bench/kafka_throughput.py                      # 20,000 events, 1 worker, batch 5000
     .venv/bin/python bench/kafka_throughput.py --workers 1 2 --batch 500 5000 --events 40000
 
-Prints one line per configuration: events, workers, batch size, partitions, seconds, events/s.
+Prints one line per configuration: events, workers, batch size, partitions, seconds, events/s, the
+workers' CPU per event, and the ratio to a bare aiokafka consumer reading the same topic afterwards
+(bench/kafka_bare_consumer.py: the physical limit of this path); writes bench/results/kafka_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -105,16 +108,27 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(p.pid) for p in procs) - sum(cpu_before)
+        for p in procs:  # the workers stop before the limit is measured: it gets the machine to itself
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+        from kafka_bare_consumer import consume_all
+
+        bare_count, bare_seconds = await consume_all(broker.bootstrap, settings.kafka_topic, len(stream), 120)
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
     return {"events": len(stream), "workers": workers, "batch": batch, "partitions": partitions,
             "concurrency": concurrency,
             "stream": stream_kind, "produce_s": round(produced, 2), "seconds": round(elapsed, 2),
             "events_per_s": round(len(stream) / elapsed),
-            "worker_cpu_us_per_event": round(cpu / len(stream) * 1e6, 1)}
+            "worker_cpu_us_per_event": round(cpu / len(stream) * 1e6, 1),
+            "bare_consumer_msgs_per_s": round(bare_count / bare_seconds),
+            "ratio_to_bare_consumer": round(len(stream) / elapsed / (bare_count / bare_seconds), 3),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def _cpu_seconds(pid: int) -> float:
