@@ -66,7 +66,9 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         background: list = []
         if "indicators" in roles:
             worker = QueueWorker(rt, engine)
-            worker.start(apply_queue=not settings.kafka_bootstrap_servers)
+            # In Kafka mode too: events queued in the database before the switch to Kafka are applied
+            # (nothing new is queued there then; an empty queue costs one cheap poll per idle period).
+            worker.start(apply_queue=True)
             background.append(worker)
         if settings.kafka_bootstrap_servers:  # Kafka mode: topic in, offsets with the counters
             background.extend(await _start_kafka(app, rt, engine, roles))

@@ -233,3 +233,23 @@ async def test_ingest_bridges_the_upstream_topic_under_the_configured_source(kaf
     assert await live_counters(rt) == reference_counters(rt, stream, "igate-upstream")
     letters = await _fetch(rt, "SELECT reason, source FROM dead_letters")
     assert [(r["reason"], r["source"]) for r in letters] == [("invalid_json", "igate-upstream")]
+
+
+async def test_events_queued_on_the_database_path_are_applied_after_a_switch_to_kafka(kafka_rt, clean_db):
+    """Accepted without Kafka (queued in the database), then the installation moves to Kafka mode."""
+    from services.ingest.intake import Item, intake
+
+    db_mode = clean_db  # the same database, the settings without Kafka
+    queued = [event("SW1", 2, vn(2026, 8, 3), due_at=vn(2026, 8, 9)), event("SW1", 4, vn(2026, 8, 4))]
+    result = await intake(db_mode, [Item(i, e) for i, e in enumerate(queued)], source="igate", transport="http",
+                          allowed_units=None, enqueue=True)
+    assert result.accepted == 2
+    app = create_app(("indicators",), runtime=kafka_rt)
+    async with app.router.lifespan_context(app):
+        for _ in range(100):
+            if not (await _fetch(kafka_rt, "SELECT 1 FROM pending_events")):
+                break
+            await asyncio.sleep(0.1)
+    rows = await _fetch(kafka_rt, "SELECT status FROM dossiers WHERE dossier_code = 'SW1'")
+    assert [r["status"] for r in rows] == [4]
+    assert await check(kafka_rt, IndicatorEngine(kafka_rt.calendar, kafka_rt.settings.policy)) == []
