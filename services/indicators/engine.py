@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 
 import asyncpg
+import orjson
 
 from services.indicators.rules.counters import Contribution, CounterDelta
 from services.indicators.rules.dossier import DossierFacts, HistoryEvent, Timeliness, assess, derive_facts
@@ -84,7 +85,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def compact_event(e: HistoryEvent) -> list:
-    """A history event as kept in ``dossiers.history``: a short positional array."""
+    """A history event as kept in ``dossiers.history``: a short positional array (the column holds the
+    JSON of the list of them as bytes: PostgreSQL stores it without parsing it, as it would jsonb)."""
     return [e.seq, e.status, e.occurred_at.isoformat(), e.unit_code, e.procedure_code, e.channel, _iso(e.due_at),
             _iso(e.step_due_at), e.step_name, e.attributes or None]
 
@@ -176,7 +178,7 @@ class IndicatorEngine:
             if kept is None:
                 full_read.add(code)
             else:
-                histories[code] = [event_from_compact(item) for item in kept]
+                histories[code] = [event_from_compact(item) for item in orjson.loads(kept)]
         if arrived is not None:
             for code, events in arrived.items():
                 if code in full_read:
@@ -237,7 +239,7 @@ class IndicatorEngine:
             bool(timeliness and timeliness.no_deadline),
             jsonb(contribution.to_json()) if contribution else None,
             jsonb(facts.attributes or None),
-            jsonb([compact_event(e) for e in history]),
+            orjson.dumps([compact_event(e) for e in history]),
         )
 
     async def _write_dossiers(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
@@ -252,7 +254,7 @@ class IndicatorEngine:
             SELECT u.*, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[],
                 $6::text[], $7::smallint[], $8::timestamptz[], $9::timestamptz[], $10::smallint[], $11::smallint[],
                 $12::boolean[], $13::text[], $14::timestamptz[], $15::boolean[], $16::boolean[], $17::jsonb[],
-                $18::jsonb[], $19::jsonb[]) AS u
+                $18::jsonb[], $19::bytea[]) AS u
             ON CONFLICT (dossier_code) DO UPDATE SET
                 unit_code = EXCLUDED.unit_code, procedure_code = EXCLUDED.procedure_code,
                 status = EXCLUDED.status, received_at = EXCLUDED.received_at,

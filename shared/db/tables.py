@@ -11,6 +11,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -96,7 +97,7 @@ dossiers = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The applied events in the rules' compact form (services/indicators/engine.py: compact_event);
     # NULL for rows written before migration 0006 until their next event.
-    Column("history", JSONB, nullable=True),
+    Column("history", LargeBinary, nullable=True),  # JSON bytes (not parsed by PostgreSQL)
     Index("ix_dossiers_unit_month", "unit_code", "received_month"),
     Index(
         "ix_dossiers_deadline_pending",

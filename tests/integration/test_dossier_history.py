@@ -1,5 +1,7 @@
 """Each dossier keeps its applied history in its row; applying reads it instead of every stored event."""
 
+import orjson
+
 from services.indicators.engine import IndicatorEngine, event_from_compact
 from services.indicators.replay import check, rebuild
 from shared.db.raw import driver_connection
@@ -17,7 +19,7 @@ async def _histories(runtime) -> dict[str, list[tuple[int, int]]]:
         apg = await driver_connection(conn)
         rows = await apg.fetch("SELECT dossier_code, history FROM dossiers ORDER BY dossier_code")
     return {r["dossier_code"]: None if r["history"] is None else
-            sorted((e.seq, e.status) for e in map(event_from_compact, r["history"])) for r in rows}
+            sorted((e.seq, e.status) for e in map(event_from_compact, orjson.loads(r["history"]))) for r in rows}
 
 
 async def _stored(runtime) -> dict[str, list[tuple[int, int]]]:
