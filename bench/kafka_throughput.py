@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 print(f"{r['events']:>8} {r['workers']:>7} {r['batch']:>6} {r['partitions']:>5} "
                       f"{r['seconds']:>8} {r['events_per_s']:>9} {r['worker_cpu_us_per_event']:>9}", flush=True)
-        report("kafka_throughput", rows, title="Kafka -> committed counters")
+        report(f"kafka_throughput-{args.stream}", rows, title="Kafka -> committed counters")
     finally:
         broker.stop()
         database.drop()
