@@ -7,10 +7,11 @@ from hypothesis import strategies as st
 
 from services.indicators.engine import IndicatorEngine
 from services.indicators.replay import check, rebuild, summed_increments
-from services.indicators.rules.counters import Contribution, expand
+from services.indicators.rules.counters import expand
 from shared.db.raw import driver_connection
 from tests.conftest import ADMIN_KEY, auth, drain
 from tests.support.events import event, vn
+from tests.support.strategies import contributions
 
 
 async def _counters(runtime) -> dict:
@@ -111,31 +112,8 @@ async def test_replay_in_chunks_equals_one_chunk(app_client):
     assert len(results[1][1]) == 8
 
 
-# summed_increments is pure: settled contributions alike but for their counts are merged before expanding.
-_months = st.sampled_from(["2026-07", "2026-08", "2026-09", "2026-12"])
-_counts = st.dictionaries(st.sampled_from(["received", "completed", "on_time", "processing_working_seconds", "x"]),
-                          st.integers(-3, 10_000), max_size=4)
-
-
-@st.composite
-def _contribution(draw):
-    open_undetermined = draw(st.booleans())
-    start_month = draw(st.none() | _months)
-    return Contribution(
-        unit_code=draw(st.sampled_from(["H44", "H44.03"])),
-        procedure_code=draw(st.sampled_from(["P1", "P2"])),
-        received_month=draw(_months),
-        counts=draw(_counts),
-        open_deadline=draw(st.none() | st.sampled_from([dt.datetime(2026, 8, 20, tzinfo=dt.UTC),
-                                                         dt.datetime(2026, 10, 2, tzinfo=dt.UTC)])),
-        deadline_passed=draw(st.booleans()),
-        open_undetermined=open_undetermined,
-        start_month=start_month,
-        start_counts=draw(_counts),
-    )
-
-
-@given(st.lists(_contribution(), max_size=30))
+# summed_increments is pure: the sum of the contributions' expansions.
+@given(st.lists(contributions(), max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_summed_increments_equal_the_sum_of_expansions(contributions):
     expected: dict = {}

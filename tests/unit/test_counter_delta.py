@@ -1,6 +1,5 @@
 """CounterDelta (the batch's counter changes, summed per month) equals retracting and adding whole expansions."""
 
-import datetime as dt
 from collections import defaultdict
 
 from hypothesis import given, settings
@@ -15,29 +14,7 @@ from services.indicators.rules.counters import (
     expand,
 )
 from shared.timeutil import parse_period, periods_of
-
-_months = st.sampled_from(["2026-07", "2026-08", "2026-09", "2026-12", "2027-01"])
-_counts = st.dictionaries(
-    st.sampled_from(["received", "received_online", "completed", "on_time", "overdue", "fee_data",
-                     "processing_working_seconds"]),
-    st.integers(0, 10_000), max_size=5,
-)
-
-
-@st.composite
-def contributions(draw):
-    return Contribution(
-        unit_code=draw(st.sampled_from(["H44", "H44.03"])),
-        procedure_code=draw(st.sampled_from(["P1", "P2"])),
-        received_month=draw(_months),
-        counts=draw(_counts),
-        open_deadline=draw(st.none() | st.sampled_from([dt.datetime(2026, 8, 20, tzinfo=dt.UTC),
-                                                         dt.datetime(2026, 10, 2, tzinfo=dt.UTC)])),
-        deadline_passed=draw(st.booleans()),
-        open_undetermined=draw(st.booleans()),
-        start_month=draw(st.none() | _months),
-        start_counts=draw(_counts),
-    )
+from tests.support.strategies import contributions
 
 
 def _nonzero(counts) -> dict:
