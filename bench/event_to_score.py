@@ -106,7 +106,6 @@ def main() -> None:
                                          read_url=services[-1].base_url))
         finally:
             peaks = [service.stop() for service in services]
-        peak = max(peaks)
     lat = percentiles(result["latencies_ms"])
     row = {"label": args.label, "target_rate": args.rate, "achieved_rate": round(result["achieved_rate"]),
            "probes": lat.get("count", 0), "missed_30s": result["missed"], **{k: round(v, 1) for k, v in lat.items() if k != "count"},

@@ -1,7 +1,5 @@
 """`dvc766 replay`: counters rebuilt from the stored events equal the live ones, and repair drift."""
 
-import datetime as dt
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
