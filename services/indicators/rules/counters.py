@@ -330,10 +330,6 @@ def accumulate_delta(
             delta[key] += value
 
 
-def nonzero(delta: Mapping[CounterKey, int]) -> list[tuple[CounterKey, int]]:
-    return sorted((k, v) for k, v in delta.items() if v)
-
-
 def total_counts(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
     """Counters computed from scratch (used by replay checks and tests)."""
     totals: defaultdict[CounterKey, int] = defaultdict(int)
