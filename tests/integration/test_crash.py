@@ -196,14 +196,17 @@ async def test_database_connections_dropped_mid_batch(kafka_rt):
     dropped = 0
     for fraction in (0.2, 0.45, 0.7):
         await _wait_progress(kafka_rt, int(total * fraction), [worker])
-        await asyncio.sleep(random.random() * 0.2)  # a random point within a batch
-        async with kafka_rt.engine.connect() as conn:
-            apg = await driver_connection(conn)
-            dropped += await apg.fetchval(
-                """SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE datname = current_database() AND pid <> pg_backend_pid()
-                     AND application_name = 'dvc766' AND backend_type = 'client backend'""")
-        await kafka_rt.engine.dispose()  # our own pooled connections were dropped as well
+        # Batches are short now: drop the worker's connections a few times at random points so that
+        # some drops land inside a batch in flight.
+        for _ in range(5):
+            await asyncio.sleep(random.random() * 0.05)
+            async with kafka_rt.engine.connect() as conn:
+                apg = await driver_connection(conn)
+                dropped += await apg.fetchval(
+                    """SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()
+                         AND application_name = 'dvc766' AND backend_type = 'client backend'""")
+            await kafka_rt.engine.dispose()  # our own pooled connections were dropped as well
     await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=worker.alive)
     await worker.wait_ready()
     log = worker.terminate()
