@@ -69,6 +69,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
                 # asyncpg prepares every statement; a generic plan made while a table was empty (or an
                 # array short) would stick to the connection. Our batch statements want a plan per call.
                 "plan_cache_mode": "force_custom_plan",
+                # Batch statements over thousands of rows cross jit_above_cost; compiling them costs more
+                # than it saves (PostgreSQL CPU per applied event 81-84 µs with JIT, 72-78 µs without).
+                "jit": "off",
             }
         },
     )
