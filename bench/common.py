@@ -203,6 +203,20 @@ async def table_counts(url: str, *tables: str) -> dict[str, int]:
 # --- the service --------------------------------------------------------------------------------
 
 
+def backend_cpu(database: str) -> float:
+    """CPU seconds (user + system) of the PostgreSQL backends connected to ``database`` (the service's)."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if cmd.startswith("postgres:") and f" {database} " in cmd:
+                times = proc.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ import os
 import time
 
 from common import (
+    backend_cpu,
     base_parser,
     fresh_database,
     json_batches,
@@ -30,20 +31,6 @@ from common import (
 )
 from copy_baseline import measure_copy
 from query_wrk import service_cpu
-
-
-def backend_cpu(database: str) -> float:
-    """CPU seconds (user + system) of the PostgreSQL backends connected to ``database`` (the service's)."""
-    import psutil
-
-    total = 0.0
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if cmd.startswith("postgres:") and f" {database} " in cmd:
-                times = proc.cpu_times()
-                total += times.user + times.system
-    return total
 
 
 def main() -> None:
