@@ -11,7 +11,6 @@ own COPY of the same number of event rows (measured in the same run, unless --no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 

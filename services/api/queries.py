@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from services.indicators.rules.counters import ALL_PROCEDURES
+from services.indicators.rules.counters import ALL_PROCEDURES, stored_periods
 from services.indicators.rules.scoring import (  # noqa: F401 (dossier_measures: re-exported)
     CounterView,
     ScoreCard,
@@ -23,12 +23,14 @@ from shared.units import UnitTree
 
 
 async def unit_counts(conn: asyncpg.Connection, units: Iterable[str], period: str) -> dict[str, dict[str, int]]:
-    """All-procedure counters of each unit (its own dossiers only) for one period."""
+    """All-procedure counters of each unit (its own dossiers only) for one period: the sums of the rows
+    the period is stored as (its months, and a quarter's or year's own corrections: rules/counters.py)."""
     rows = await conn.fetch(
-        """SELECT unit_code, metric, value FROM counters
-           WHERE unit_code = ANY($1::text[]) AND period = $2 AND procedure_code = $3 AND value <> 0""",
+        """SELECT unit_code, metric, sum(value)::bigint AS value FROM counters
+           WHERE unit_code = ANY($1::text[]) AND period = ANY($2::text[]) AND procedure_code = $3
+           GROUP BY unit_code, metric HAVING sum(value) <> 0""",
         list(units),
-        period,
+        list(stored_periods(period)),
         ALL_PROCEDURES,
     )
     out: dict[str, dict[str, int]] = defaultdict(dict)

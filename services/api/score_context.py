@@ -174,10 +174,11 @@ async def load_context(
     ctx.catalogue = await catalogue_as_of(apg, units, period.end)
     if ctx.catalogue:
         rows = await apg.fetch(
-            """SELECT unit_code, procedure_code, metric, value FROM counters
-               WHERE unit_code = ANY($1::text[]) AND period = $2 AND procedure_code <> $3
-                 AND metric = ANY($4::text[]) AND value <> 0""",
-            units, period.key, c.ALL_PROCEDURES, PER_PROCEDURE_METRICS,
+            """SELECT unit_code, procedure_code, metric, sum(value)::bigint AS value FROM counters
+               WHERE unit_code = ANY($1::text[]) AND period = ANY($2::text[]) AND procedure_code <> $3
+                 AND metric = ANY($4::text[])
+               GROUP BY unit_code, procedure_code, metric HAVING sum(value) <> 0""",
+            units, list(c.stored_periods(period.key)), c.ALL_PROCEDURES, PER_PROCEDURE_METRICS,
         )
         per_procedure: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
         for r in rows:

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from services.indicators.engine import IndicatorEngine, history_event
-from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, expand
+from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, stored_rows
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
 from shared.process import tune_garbage_collector
@@ -59,12 +59,12 @@ def counters_from_histories(
     now: dt.datetime,
     legal_days: dict | None = None,
 ) -> dict[CounterKey, int]:
-    """Counters of a set of dossier histories, from scratch (pure: the reference for checks and tests)."""
+    """Stored counter rows of a set of dossier histories, from scratch (pure: the reference for checks and tests)."""
     totals: defaultdict[CounterKey, int] = defaultdict(int)
     for code, history in histories.items():
         _, _, contribution = engine.evaluate(code, sorted(history, key=lambda e: e.seq), now, legal_days or {})
         if contribution is not None:
-            for key, value in expand(contribution).items():
+            for key, value in stored_rows(contribution).items():
                 totals[key] += value
     return {k: v for k, v in totals.items() if v}
 

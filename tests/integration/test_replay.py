@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from services.indicators.engine import IndicatorEngine
 from services.indicators.replay import check, rebuild, summed_increments
-from services.indicators.rules.counters import expand
+from services.indicators.rules.counters import stored_rows
 from shared.db.raw import driver_connection
 from tests.conftest import ADMIN_KEY, auth, drain
 from tests.support.events import event, vn
@@ -49,12 +49,12 @@ async def test_replay_equals_live_and_repairs_drift(app_client):
         apg = await driver_connection(conn)
         await apg.execute("UPDATE counters SET value = value + 1 WHERE unit_code = 'H44.03' AND procedure_code = '*' "
                           "AND period = '2026-08' AND metric = 'received'")
-        await apg.execute("DELETE FROM counters WHERE period = '2026' AND metric = 'completed'")
+        await apg.execute("DELETE FROM counters WHERE period = '2026-08' AND metric = 'completed'")
         await apg.execute("UPDATE dossiers SET contribution = NULL WHERE dossier_code = 'R1'")
     diffs = await check(runtime, engine)
     keys = {d[0] for d in diffs}
     assert ("H44.03", "*", "2026-08", "received") in keys
-    assert ("H44.03", "*", "2026", "completed") in keys
+    assert ("H44.03", "*", "2026-08", "completed") in keys
     assert (("H44.03", "*", "2026-08", "received"), 3, 4) in diffs
 
     result = await rebuild(runtime, engine)
@@ -110,13 +110,13 @@ async def test_replay_in_chunks_equals_one_chunk(app_client):
     assert len(results[1][1]) == 8
 
 
-# summed_increments is pure: the sum of the contributions' expansions.
+# summed_increments is pure: the sum of the contributions' stored rows.
 @given(st.lists(contributions(), max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_summed_increments_equal_the_sum_of_expansions(contributions):
     expected: dict = {}
     for contribution in contributions:
-        for key, value in expand(contribution).items():
+        for key, value in stored_rows(contribution).items():
             expected[key] = expected.get(key, 0) + value
     merged = summed_increments(contributions)
     assert {k: v for k, v in merged.items() if v} == {k: v for k, v in expected.items() if v}

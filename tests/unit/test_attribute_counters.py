@@ -3,7 +3,7 @@
 import datetime as dt
 
 from services.indicators.rules import counters as c
-from services.indicators.rules.counters import Contribution, contribution_of, expand, total_counts
+from services.indicators.rules.counters import Contribution, contribution_of, expand
 from services.indicators.rules.dossier import HistoryEvent, assess, derive_facts
 from shared.calendar import WorkingCalendar
 from shared.timeutil import VIETNAM
@@ -63,5 +63,5 @@ def test_contributions_round_trip_and_old_stored_form_is_read():
     old_form = {"u": "U", "p": "P", "r": "2026-08", "c": {"received": 1}, "d": None, "x": False, "o": False}
     old = Contribution.from_json(old_form)
     assert old.start_counts == {} and old.start_month is None
-    assert total_counts([old]) == {("U", p, period, "received"): 1 for p in ("P", "*")
+    assert expand(old) == {("U", p, period, "received"): 1 for p in ("P", "*")
                                    for period in ("2026-08", "2026-Q3", "2026")}

@@ -1,10 +1,12 @@
 """What one dossier adds to the counters (indicators.md §3–§4). Pure: no I/O.
 
 A dossier's contribution is kept in a compact form (:class:`Contribution`: its unit, procedure,
-received month, the period-independent counts, and the deadline of an open dossier). Expanding it
-gives the exact counter increments for each month, quarter and year holding its received time, for
-its procedure and for the all-procedures row. Applying an event retracts the old expansion and adds
-the new one, so counters never drift from the dossiers' facts.
+received month, the period-independent counts, and the deadline of an open dossier). :func:`expand`
+states what it adds to each month, quarter and year holding its received time, for its procedure and
+for the all-procedures row. Counters are stored per month (a quarter or a year reads the sum of its
+months plus its own row of corrections for open dossiers: :class:`CounterDelta`, :func:`stored_periods`).
+Applying an event retracts the old contribution and adds the new one, so counters never drift from the
+dossiers' facts.
 """
 
 from __future__ import annotations
@@ -211,21 +213,39 @@ def _periods_of_month(month: str) -> tuple[tuple[str, dt.datetime], ...]:
     return tuple((key, parse_period(key).end) for key in periods_of(first))
 
 
-class CounterDelta:
-    """Counter changes summed at the month grain, spread over periods and procedure rows once at the end.
+@lru_cache(maxsize=4096)
+def stored_periods(period: str) -> tuple[str, ...]:
+    """The counter rows a period's value is the sum of: a month is its own row; a quarter or a year is
+    the sum of its months' rows plus its own row, which holds only the corrections of the dossiers
+    still open (see :class:`CounterDelta`)."""
+    parsed = parse_period(period)
+    if parsed.kind == "month":
+        return (period,)
+    return (*parsed.months(), period)
 
-    A contribution's counts land in its received month (and the 3.6 counts in their start month); the
-    month, its quarter and its year all get the same increment, so summing per month first and
-    spreading each distinct key once is exact and touches far fewer keys than expanding each dossier.
-    Only the on-time/overdue split of an open dossier differs by period (it depends on each period's
-    end), so that part is kept per period.
+
+def _open_split(contribution: Contribution, period_end: dt.datetime) -> tuple[str, str]:
+    """An open dossier's (on time | overdue, open in time | open overdue) for a period ending then:
+    overdue iff its deadline passed before min(now, end of the period)."""
+    deadline = contribution.open_deadline
+    overdue = contribution.deadline_passed and deadline is not None and deadline < period_end
+    return (OVERDUE, OPEN_OVERDUE) if overdue else (ON_TIME, OPEN_IN_TIME)
+
+
+class CounterDelta:
+    """Counter changes of a batch, summed at the month grain.
+
+    Counters are stored per month: a month's, its quarter's and its year's counts of a finished dossier
+    are the same, so a quarter or a year is the sum of its months (:func:`stored_periods`) and an event
+    writes one row per metric instead of three. Only an open dossier's on-time/overdue split depends on
+    the period (on each period's end): its quarter and year rows hold the difference from its month's
+    split, which is zero (no row) unless its deadline passed between the month's end and the period's.
     """
 
-    __slots__ = ("monthly", "by_period")
+    __slots__ = ("monthly",)
 
     def __init__(self) -> None:
-        self.monthly: defaultdict[CounterKey, int] = defaultdict(int)  # period = a month, spread later
-        self.by_period: defaultdict[CounterKey, int] = defaultdict(int)  # period as is
+        self.monthly: defaultdict[CounterKey, int] = defaultdict(int)  # (unit, procedure, stored period, metric)
 
     def add(self, contribution: Contribution, sign: int = 1) -> None:
         monthly = self.monthly
@@ -237,14 +257,17 @@ class CounterDelta:
             for metric, value in contribution.start_counts.items():
                 monthly[(unit, procedure, start, metric)] += sign * value
         if contribution.open_undetermined:
-            # Overdue for a period iff the deadline passed before min(now, end of the period).
-            deadline = contribution.open_deadline
-            passed = contribution.deadline_passed and deadline is not None
-            by_period = self.by_period
-            for period, period_end in _periods_of_month(month):
-                overdue = passed and deadline < period_end  # type: ignore[operator]
-                by_period[(unit, procedure, period, OVERDUE if overdue else ON_TIME)] += sign
-                by_period[(unit, procedure, period, OPEN_OVERDUE if overdue else OPEN_IN_TIME)] += sign
+            (_, month_end), *wider = _periods_of_month(month)
+            in_month = _open_split(contribution, month_end)
+            for metric in in_month:
+                monthly[(unit, procedure, month, metric)] += sign
+            for period, period_end in wider:
+                in_period = _open_split(contribution, period_end)
+                if in_period != in_month:
+                    for metric in in_period:
+                        monthly[(unit, procedure, period, metric)] += sign
+                    for metric in in_month:
+                        monthly[(unit, procedure, period, metric)] -= sign
 
     def move(self, old: Contribution | None, new: Contribution | None) -> None:
         """Retract ``old`` and add ``new``."""
@@ -281,17 +304,10 @@ class CounterDelta:
                 monthly[(unit, procedure, month, metric)] -= value
 
     def totals(self) -> dict[CounterKey, int]:
-        """The change of every counter row (zeros included)."""
+        """The change of every stored counter row (zeros included): the all-procedures row, and the
+        procedure's own row for the metrics kept per procedure."""
         out: defaultdict[CounterKey, int] = defaultdict(int)
-        for (unit, procedure, month, metric), value in self.monthly.items():
-            if not value:
-                continue
-            per_procedure = metric in PROCEDURE_METRICS
-            for period, _ in _periods_of_month(month):
-                out[(unit, ALL_PROCEDURES, period, metric)] += value
-                if per_procedure:
-                    out[(unit, procedure, period, metric)] += value
-        for (unit, procedure, period, metric), value in self.by_period.items():
+        for (unit, procedure, period, metric), value in self.monthly.items():
             if not value:
                 continue
             out[(unit, ALL_PROCEDURES, period, metric)] += value
@@ -306,11 +322,47 @@ class CounterDelta:
                       for (unit, procedure, period, metric), value in self.totals().items() if value)
 
 
-def expand(contribution: Contribution) -> dict[CounterKey, int]:
-    """The counter increments of a contribution, for every period holding its received month."""
+def stored_rows(contribution: Contribution) -> dict[CounterKey, int]:
+    """What a contribution adds to the stored counter rows (month rows, and corrections)."""
     delta = CounterDelta()
     delta.add(contribution)
     return {k: v for k, v in delta.totals().items() if v}
+
+
+def expand(contribution: Contribution) -> dict[CounterKey, int]:
+    """What a contribution adds to the counters as read, for every month, quarter and year that holds
+    its received month (and its 3.6 start month): the rules' plain statement, independent of how the
+    rows are stored (the reference the stored form is tested against)."""
+    out: defaultdict[CounterKey, int] = defaultdict(int)
+    unit, procedure = contribution.unit_code, contribution.procedure_code
+
+    def count(period: str, metric: str, value: int) -> None:
+        out[(unit, ALL_PROCEDURES, period, metric)] += value
+        if metric in PROCEDURE_METRICS:
+            out[(unit, procedure, period, metric)] += value
+
+    for period, period_end in _periods_of_month(contribution.received_month):
+        for metric, value in contribution.counts.items():
+            count(period, metric, value)
+        if contribution.open_undetermined:
+            for metric in _open_split(contribution, period_end):
+                count(period, metric, 1)
+    if contribution.start_counts and contribution.start_month:
+        for period, _ in _periods_of_month(contribution.start_month):
+            for metric, value in contribution.start_counts.items():
+                count(period, metric, value)
+    return {k: v for k, v in out.items() if v}
+
+
+def read_periods(stored: Mapping[CounterKey, int], periods: Iterable[str]) -> dict[CounterKey, int]:
+    """The counters as read for ``periods``, from stored rows (what the API's queries do in SQL)."""
+    out: defaultdict[CounterKey, int] = defaultdict(int)
+    for period in periods:
+        wanted = set(stored_periods(period))
+        for (unit, procedure, row_period, metric), value in stored.items():
+            if row_period in wanted:
+                out[(unit, procedure, period, metric)] += value
+    return {k: v for k, v in out.items() if v}
 
 
 def accumulate_delta(
@@ -318,22 +370,22 @@ def accumulate_delta(
     old: Contribution | None,
     new: Contribution | None,
 ) -> None:
-    """Add ``new``'s expansion and retract ``old``'s, in place (the reference :class:`CounterDelta` is
-    tested against)."""
+    """Add ``new``'s stored rows and retract ``old``'s, in place (the reference :meth:`CounterDelta.move`
+    is tested against)."""
     if old == new:
         return
     if old is not None:
-        for key, value in expand(old).items():
+        for key, value in stored_rows(old).items():
             delta[key] -= value
     if new is not None:
-        for key, value in expand(new).items():
+        for key, value in stored_rows(new).items():
             delta[key] += value
 
 
 def total_counts(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
-    """Counters computed from scratch (used by replay checks and tests)."""
+    """Stored counter rows computed from scratch (used by replay checks and tests)."""
     totals: defaultdict[CounterKey, int] = defaultdict(int)
     for contribution in contributions:
-        for key, value in expand(contribution).items():
+        for key, value in stored_rows(contribution).items():
             totals[key] += value
     return {k: v for k, v in totals.items() if v}
