@@ -83,6 +83,8 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
     await create_topic(broker.bootstrap, settings.kafka_topic, partitions)
     env = kafka_env(settings, database.async_url)
     env["DVC766_UNITS_FILE"] = str(ROOT / "examples" / "units-h44.csv")
+    if os.environ.get("DVC766_BENCH_CODE"):  # the workers run another checkout (e.g. the commit before)
+        env["PYTHONPATH"] = str(Path(os.environ["DVC766_BENCH_CODE"]).resolve())
     if concurrency is not None:
         env["DVC766_KAFKA_APPLY_CONCURRENCY"] = str(concurrency)
     logs = [tempfile.TemporaryFile() for _ in range(workers)]
