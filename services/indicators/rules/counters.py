@@ -242,32 +242,32 @@ class CounterDelta:
     split, which is zero (no row) unless its deadline passed between the month's end and the period's.
     """
 
-    __slots__ = ("monthly",)
+    __slots__ = ("changes",)
 
     def __init__(self) -> None:
-        self.monthly: defaultdict[CounterKey, int] = defaultdict(int)  # (unit, procedure, stored period, metric)
+        self.changes: defaultdict[CounterKey, int] = defaultdict(int)  # (unit, procedure, stored period, metric)
 
     def add(self, contribution: Contribution, sign: int = 1) -> None:
-        monthly = self.monthly
+        changes = self.changes
         unit, procedure, month = contribution.unit_code, contribution.procedure_code, contribution.received_month
         for metric, value in contribution.counts.items():
-            monthly[(unit, procedure, month, metric)] += sign * value
+            changes[(unit, procedure, month, metric)] += sign * value
         if contribution.start_counts and contribution.start_month:
             start = contribution.start_month
             for metric, value in contribution.start_counts.items():
-                monthly[(unit, procedure, start, metric)] += sign * value
+                changes[(unit, procedure, start, metric)] += sign * value
         if contribution.open_undetermined:
             (_, month_end), *wider = _periods_of_month(month)
             in_month = _open_split(contribution, month_end)
             for metric in in_month:
-                monthly[(unit, procedure, month, metric)] += sign
+                changes[(unit, procedure, month, metric)] += sign
             for period, period_end in wider:
                 in_period = _open_split(contribution, period_end)
                 if in_period != in_month:
                     for metric in in_period:
-                        monthly[(unit, procedure, period, metric)] += sign
+                        changes[(unit, procedure, period, metric)] += sign
                     for metric in in_month:
-                        monthly[(unit, procedure, period, metric)] -= sign
+                        changes[(unit, procedure, period, metric)] -= sign
 
     def move(self, old: Contribution | None, new: Contribution | None) -> None:
         """Retract ``old`` and add ``new``."""
@@ -294,20 +294,20 @@ class CounterDelta:
             self.add(new, 1)
 
     def _difference(self, unit: str, procedure: str, month: str, old: dict[str, int], new: dict[str, int]) -> None:
-        monthly = self.monthly
+        changes = self.changes
         for metric, value in new.items():
             change = value - old.get(metric, 0)
             if change:
-                monthly[(unit, procedure, month, metric)] += change
+                changes[(unit, procedure, month, metric)] += change
         for metric, value in old.items():
             if metric not in new and value:
-                monthly[(unit, procedure, month, metric)] -= value
+                changes[(unit, procedure, month, metric)] -= value
 
     def totals(self) -> dict[CounterKey, int]:
         """The change of every stored counter row (zeros included): the all-procedures row, and the
         procedure's own row for the metrics kept per procedure."""
         out: defaultdict[CounterKey, int] = defaultdict(int)
-        for (unit, procedure, period, metric), value in self.monthly.items():
+        for (unit, procedure, period, metric), value in self.changes.items():
             if not value:
                 continue
             out[(unit, ALL_PROCEDURES, period, metric)] += value
