@@ -4,6 +4,7 @@ import asyncio
 import datetime as dt
 
 from services.indicators.engine import IndicatorEngine
+from services.indicators.replay import check
 from services.indicators.worker import sweep
 from shared.timeutil import VIETNAM, utcnow
 from tests.conftest import ADMIN_KEY, READER_KEY, SOURCE_KEY, auth, drain
@@ -171,3 +172,23 @@ async def test_the_clock_alone_turns_an_open_dossier_overdue(app_client):
     drill = await app_client.get("/v1/units/H44.03/dossiers", params={"period": period, "flag": "open_overdue"},
                                  headers=auth(READER_KEY))
     assert [(i["dossier_code"], i["reasons"]) for i in drill.json()["items"]] == [("C1", ["open_past_due"])]
+
+
+async def test_an_open_dossier_counts_by_each_period_end_through_the_whole_path(app_client):
+    """Counters are stored per month; a quarter and a year add their own corrections. Received 20 August,
+    due 15 September, still open now: on time in August's score (T = 31 August), overdue in the third
+    quarter's and the year's (indicators.md §3), read through ingest, the worker and the API."""
+    runtime = app_client.app.state.runtime
+    await post(app_client, [event("Q1", 2, vn(2026, 8, 20), due_at=vn(2026, 9, 15), channel=3),
+                            event("Q2", 2, vn(2026, 8, 21), due_at=vn(2026, 8, 25), channel=1),
+                            event("Q2", 9, vn(2026, 8, 24))])
+    await drain(runtime)
+    expected = {"2026-08": (1, 0, 2), "2026-Q3": (0, 1, 1), "2026": (0, 1, 1)}  # open in time, open overdue, 2.1's numerator
+    for period, (in_time, overdue, on_time) in expected.items():
+        card = await scores(app_client, "H44.03", period)
+        assert (card["counters"]["open_in_time"], card["counters"]["open_overdue"]) == (in_time, overdue), period
+        c21 = component(card, "2.1")
+        assert (c21["numerator"], c21["denominator"]) == (on_time, 2), period
+    parent = await scores(app_client, "H44", "2026-Q3")  # a parent sums its children's stored rows the same way
+    assert parent["counters"]["open_overdue"] == 1
+    assert await check(runtime, IndicatorEngine(runtime.calendar, runtime.settings.policy)) == []
