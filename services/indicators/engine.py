@@ -18,12 +18,23 @@ from services.indicators.rules.counters import Contribution, CounterDelta
 from services.indicators.rules.dossier import DossierFacts, HistoryEvent, Timeliness, assess, derive_facts
 from services.indicators.rules.counters import contribution_of
 from shared.calendar import WorkingCalendar
-from shared.db.raw import jsonb
+from shared.db.raw import copy_to_stage, jsonb
 from shared.events import DossierEvent
 from shared.metrics import DEADLINES_CROSSED, DOSSIERS_RECOMPUTED
 from shared.settings import PolicySettings
 
 log = logging.getLogger("dvc766.indicators")
+
+
+# Temporary tables the batch's rows are copied into (shared/db/raw.py: copy_to_stage), in the order of
+# IndicatorEngine._dossier_row and CounterDelta.rows.
+DOSSIER_STAGE = (
+    "dossier_code text, unit_code text, procedure_code text, status smallint, received_at timestamptz, "
+    "received_month text, channel smallint, due_at timestamptz, ended_at timestamptz, supplement_count smallint, "
+    "overdue_steps smallint, overdue_fixed boolean, overdue_reason text, deadline timestamptz, "
+    "deadline_passed boolean, no_deadline boolean, contribution jsonb, attributes jsonb, history bytea"
+)
+COUNTER_STAGE = "unit_code text, period text, procedure_code text, metric text, value bigint"
 
 
 @dataclass
@@ -245,16 +256,14 @@ class IndicatorEngine:
     async def _write_dossiers(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
         if not rows:
             return
-        columns = list(zip(*rows))
+        await copy_to_stage(conn, "stage_dossiers", DOSSIER_STAGE, rows)
         await conn.execute(
             """
+            WITH staged AS (DELETE FROM stage_dossiers RETURNING *)
             INSERT INTO dossiers (dossier_code, unit_code, procedure_code, status, received_at, received_month,
                 channel, due_at, ended_at, supplement_count, overdue_steps, overdue_fixed, overdue_reason,
                 deadline, deadline_passed, no_deadline, contribution, attributes, history, updated_at)
-            SELECT u.*, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[],
-                $6::text[], $7::smallint[], $8::timestamptz[], $9::timestamptz[], $10::smallint[], $11::smallint[],
-                $12::boolean[], $13::text[], $14::timestamptz[], $15::boolean[], $16::boolean[], $17::jsonb[],
-                $18::jsonb[], $19::bytea[]) AS u
+            SELECT staged.*, now() FROM staged
             ON CONFLICT (dossier_code) DO UPDATE SET
                 unit_code = EXCLUDED.unit_code, procedure_code = EXCLUDED.procedure_code,
                 status = EXCLUDED.status, received_at = EXCLUDED.received_at,
@@ -265,8 +274,7 @@ class IndicatorEngine:
                 deadline_passed = EXCLUDED.deadline_passed, no_deadline = EXCLUDED.no_deadline,
                 contribution = EXCLUDED.contribution, attributes = EXCLUDED.attributes, history = EXCLUDED.history,
                 updated_at = now()
-            """,
-            *[list(col) for col in columns],
+            """
         )
 
     async def sweep_deadlines(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 20000) -> int:
@@ -306,16 +314,14 @@ async def write_counter_delta(conn: asyncpg.Connection, delta: CounterDelta) -> 
     changes = delta.rows()
     if not changes:
         return 0
-    units, periods, procedures, metrics, values = (list(column) for column in zip(*changes))
+    await copy_to_stage(conn, "stage_counters", COUNTER_STAGE, changes)
+    # In primary-key order, the order every writer locks rows in: concurrent workers cannot deadlock.
     await conn.execute(
-        """INSERT INTO counters (unit_code, period, procedure_code, metric, value)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+        """WITH staged AS (DELETE FROM stage_counters RETURNING *)
+           INSERT INTO counters (unit_code, period, procedure_code, metric, value)
+           SELECT unit_code, period, procedure_code, metric, value FROM staged
+           ORDER BY unit_code, period, procedure_code, metric
            ON CONFLICT (unit_code, period, procedure_code, metric)
-           DO UPDATE SET value = counters.value + EXCLUDED.value""",
-        units,
-        periods,
-        procedures,
-        metrics,
-        values,
+           DO UPDATE SET value = counters.value + EXCLUDED.value"""
     )
     return len(changes)
