@@ -21,7 +21,7 @@ from services.ingest import http as ingest_http
 from services.ingest import portal as ingest_portal
 from shared.auth import KeyRing, first_run_admin_key
 from shared.calendar import WorkingCalendar
-from shared.db.engine import create_engine, migrate, resolve_database_url
+from shared.db.engine import create_engine, migrate, resolve_database_url, stop_embedded_postgres
 from shared.db.notify import ChangeListener
 from shared.problems import install_problem_handlers
 from shared.process import tune_garbage_collector
@@ -95,6 +95,8 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
                 await worker.stop()  # lets the batch in flight commit
             if own_runtime:
                 await rt.engine.dispose()
+                if not settings.database_url:  # the embedded default: stop the database this process started
+                    await asyncio.to_thread(stop_embedded_postgres)
             log.info("dvc766 stopped", extra={"roles": list(roles)})
 
     app = FastAPI(

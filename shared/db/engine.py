@@ -49,6 +49,21 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return uri.replace("postgresql://", "postgresql+asyncpg://", 1).replace("postgres:@", "postgres@", 1)
 
 
+def stop_embedded_postgres() -> None:
+    """Stop the embedded PostgreSQL this process started (unless another process still holds it).
+
+    Its own exit hook is not enough: uvicorn ends a SIGTERM-ed server by raising the signal again, and
+    a process killed by SIGTERM runs no exit hooks, so ``dvc766 serve`` stopped that way left the
+    database running. The services call this at the end of their shutdown."""
+    while _embedded_servers:
+        pgdata, server = _embedded_servers.popitem()
+        log.info("stopping embedded PostgreSQL", extra={"pgdata": str(pgdata)})
+        try:
+            server.cleanup()  # type: ignore[attr-defined]  # the last handle stops the server (cleanup_mode "stop")
+        except Exception:  # noqa: BLE001 - shutting down: report, carry on
+            log.warning("stopping the embedded PostgreSQL failed", exc_info=True)
+
+
 def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url

@@ -51,3 +51,56 @@ def _migrate_and_restart(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "VERSIONS 1" in again.stdout
+
+
+def test_serve_stopped_by_sigterm_stops_its_embedded_postgres():
+    """`dvc766 serve` on the embedded default, stopped the way a supervisor stops it, leaves no database
+    server behind (uvicorn re-raises SIGTERM after its graceful shutdown, so exit hooks never run)."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+    import psutil
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="dvc766-embedded-"))
+    pgdata = str(tmp_path / "data" / "pgdata")
+
+    def postmasters() -> list:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "postgres" in cmdline and pgdata in cmdline and " -D " in cmdline:
+                found.append(proc)
+        return found
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC766_")}
+    env.update({"DVC766_DATA_DIR": str(tmp_path / "data"), "DVC766_LOG_LEVEL": "WARNING"})
+    serve = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--host", "127.0.0.1",
+                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert serve.poll() is None, serve.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "dvc766 serve did not become ready"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert postmasters(), "the embedded PostgreSQL should be running while serve runs"
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        deadline = time.monotonic() + 20
+        while postmasters() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert postmasters() == [], "the embedded PostgreSQL outlived dvc766 serve"
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        subprocess.run(["pkill", "-f", pgdata], check=False)
+        shutil.rmtree(tmp_path, ignore_errors=True)
