@@ -26,14 +26,26 @@ from shared.settings import PolicySettings
 log = logging.getLogger("dvc766.indicators")
 
 
-# Temporary tables the batch's rows are copied into (shared/db/raw.py: copy_to_stage), in the order of
-# IndicatorEngine._dossier_row and CounterDelta.rows.
-DOSSIER_STAGE = (
-    "dossier_code text, unit_code text, procedure_code text, status smallint, received_at timestamptz, "
-    "received_month text, channel smallint, due_at timestamptz, ended_at timestamptz, supplement_count smallint, "
-    "overdue_steps smallint, overdue_fixed boolean, overdue_reason text, deadline timestamptz, "
-    "deadline_passed boolean, no_deadline boolean, contribution jsonb, attributes jsonb, history bytea"
+# A dossier row as IndicatorEngine._dossier_row builds it (updated_at takes now()): the column order of
+# its upsert, of replay's COPY into ``dossiers``, and of the temporary table the batch's rows are copied
+# into (shared/db/raw.py: copy_to_stage).
+DOSSIER_ROW = (
+    ("dossier_code", "text"), ("unit_code", "text"), ("procedure_code", "text"), ("status", "smallint"),
+    ("received_at", "timestamptz"), ("received_month", "text"), ("channel", "smallint"), ("due_at", "timestamptz"),
+    ("ended_at", "timestamptz"), ("supplement_count", "smallint"), ("overdue_steps", "smallint"),
+    ("overdue_fixed", "boolean"), ("overdue_reason", "text"), ("deadline", "timestamptz"),
+    ("deadline_passed", "boolean"), ("no_deadline", "boolean"), ("contribution", "jsonb"), ("attributes", "jsonb"),
+    ("history", "bytea"),
 )
+DOSSIER_COLUMNS = tuple(name for name, _ in DOSSIER_ROW)
+DOSSIER_STAGE = ", ".join(f"{name} {kind}" for name, kind in DOSSIER_ROW)
+_UPSERT_DOSSIERS = f"""
+    WITH staged AS (DELETE FROM stage_dossiers RETURNING *)
+    INSERT INTO dossiers ({", ".join(DOSSIER_COLUMNS)}, updated_at)
+    SELECT staged.*, now() FROM staged
+    ON CONFLICT (dossier_code) DO UPDATE SET
+        {", ".join(f"{name} = EXCLUDED.{name}" for name in DOSSIER_COLUMNS[1:])}, updated_at = now()
+"""
 COUNTER_STAGE = "unit_code text, period text, procedure_code text, metric text, value bigint"
 
 
@@ -257,25 +269,7 @@ class IndicatorEngine:
         if not rows:
             return
         await copy_to_stage(conn, "stage_dossiers", DOSSIER_STAGE, rows)
-        await conn.execute(
-            """
-            WITH staged AS (DELETE FROM stage_dossiers RETURNING *)
-            INSERT INTO dossiers (dossier_code, unit_code, procedure_code, status, received_at, received_month,
-                channel, due_at, ended_at, supplement_count, overdue_steps, overdue_fixed, overdue_reason,
-                deadline, deadline_passed, no_deadline, contribution, attributes, history, updated_at)
-            SELECT staged.*, now() FROM staged
-            ON CONFLICT (dossier_code) DO UPDATE SET
-                unit_code = EXCLUDED.unit_code, procedure_code = EXCLUDED.procedure_code,
-                status = EXCLUDED.status, received_at = EXCLUDED.received_at,
-                received_month = EXCLUDED.received_month, channel = EXCLUDED.channel, due_at = EXCLUDED.due_at,
-                ended_at = EXCLUDED.ended_at, supplement_count = EXCLUDED.supplement_count,
-                overdue_steps = EXCLUDED.overdue_steps, overdue_fixed = EXCLUDED.overdue_fixed,
-                overdue_reason = EXCLUDED.overdue_reason, deadline = EXCLUDED.deadline,
-                deadline_passed = EXCLUDED.deadline_passed, no_deadline = EXCLUDED.no_deadline,
-                contribution = EXCLUDED.contribution, attributes = EXCLUDED.attributes, history = EXCLUDED.history,
-                updated_at = now()
-            """
-        )
+        await conn.execute(_UPSERT_DOSSIERS)
 
     async def sweep_deadlines(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 20000) -> int:
         """Open dossiers whose deadline the clock has crossed, with no event, turn overdue now."""

@@ -22,12 +22,11 @@ import asyncio
 import datetime as dt
 import logging
 import sys
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from services.indicators.engine import IndicatorEngine, history_event
-from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, stored_rows
+from services.indicators.engine import DOSSIER_COLUMNS, IndicatorEngine, history_event
+from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, total_counts
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
 from shared.process import tune_garbage_collector
@@ -37,11 +36,6 @@ from shared.timeutil import utcnow
 log = logging.getLogger("dvc766.replay")
 DEFAULT_CHUNK_DOSSIERS = 5000
 
-DOSSIER_COLUMNS = (
-    "dossier_code", "unit_code", "procedure_code", "status", "received_at", "received_month", "channel",
-    "due_at", "ended_at", "supplement_count", "overdue_steps", "overdue_fixed", "overdue_reason", "deadline",
-    "deadline_passed", "no_deadline", "contribution", "attributes", "history",
-)  # the order of IndicatorEngine._dossier_row; updated_at takes its default, now()
 COUNTER_COLUMNS = ("unit_code", "procedure_code", "period", "metric", "value")
 REPLAY_TABLE = "replay_counter_increments"
 
@@ -60,13 +54,9 @@ def counters_from_histories(
     legal_days: dict | None = None,
 ) -> dict[CounterKey, int]:
     """Stored counter rows of a set of dossier histories, from scratch (pure: the reference for checks and tests)."""
-    totals: defaultdict[CounterKey, int] = defaultdict(int)
-    for code, history in histories.items():
-        _, _, contribution = engine.evaluate(code, sorted(history, key=lambda e: e.seq), now, legal_days or {})
-        if contribution is not None:
-            for key, value in stored_rows(contribution).items():
-                totals[key] += value
-    return {k: v for k, v in totals.items() if v}
+    evaluated = (engine.evaluate(code, sorted(history, key=lambda e: e.seq), now, legal_days or {})[2]
+                 for code, history in histories.items())
+    return total_counts(c for c in evaluated if c is not None)
 
 
 def summed_increments(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:
