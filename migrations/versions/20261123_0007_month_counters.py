@@ -42,13 +42,9 @@ def _convert(sign: str) -> None:
     """)
 
 
-def upgrade() -> None:
-    _convert("-")
-    op.execute("DELETE FROM counters WHERE value = 0 AND period !~ '^[0-9]{4}-[0-9]{2}$'")
-
-
-def downgrade() -> None:
-    # Quarter and year rows missing (all zero corrections) are created from their months first.
+def _create_missing_wide_rows() -> None:
+    """A zero quarter and year row beside every month row that has none: a period whose own value is zero
+    (every month's open dossier overdue by its end, say) kept no row, yet its correction is not zero."""
     op.execute("""
         INSERT INTO counters (unit_code, period, procedure_code, metric, value)
         SELECT DISTINCT m.unit_code, wide.p, m.procedure_code, m.metric, 0
@@ -58,4 +54,15 @@ def downgrade() -> None:
         WHERE m.period ~ '^[0-9]{4}-[0-9]{2}$'
         ON CONFLICT DO NOTHING
     """)
+
+
+def upgrade() -> None:
+    _create_missing_wide_rows()
+    _convert("-")
+    op.execute("DELETE FROM counters WHERE value = 0 AND period !~ '^[0-9]{4}-[0-9]{2}$'")
+
+
+def downgrade() -> None:
+    # Quarter and year rows missing (all zero corrections) are created from their months first.
+    _create_missing_wide_rows()
     _convert("+")
