@@ -19,7 +19,7 @@ import sys
 import time
 
 from common import base_parser, free_port, report
-from query_wrk import run_wrk, service_cpu
+from query_wrk import requests_of, run_wrk, service_cpu
 
 
 class _Answer(asyncio.Protocol):
@@ -91,7 +91,7 @@ def main() -> None:
                 cpu = service_cpu(server.pid) - cpu_before
                 text = result.pop("raw")
                 raw[f"{connections}-{run}"] = text
-                requests = int(text.split(" requests in", 1)[0].split()[-1])
+                requests = requests_of(text)
                 rows.append({"label": args.label, "server": "floor (fixed bytes, uvloop)",
                              "connections": connections, "run": run + 1, **result,
                              "server_cpu_us_per_req": round(cpu / max(requests, 1) * 1e6, 1),

@@ -46,6 +46,11 @@ def run_wrk(url: str, connections: int, seconds: int, threads: int) -> dict:
             "raw": out}
 
 
+def requests_of(raw: str) -> int:
+    """How many requests a wrk run completed (its "N requests in" line)."""
+    return int(re.search(r"(\d+) requests in", raw).group(1))
+
+
 def service_cpu(pid: int) -> float:
     """CPU seconds (user + system) of the service and its worker processes."""
     import psutil
@@ -87,7 +92,7 @@ def main() -> None:
             result = run_wrk(service.base_url + path, args.connections, args.seconds, args.threads)
             cpu = service_cpu(service.pid) - cpu_before
             raw[name] = result.pop("raw")
-            requests = int(re.search(r"(\d+) requests in", raw[name]).group(1))
+            requests = requests_of(raw[name])
             rows.append({"label": args.label, "query": name, "connections": args.connections,
                          "workers": args.workers or "default", "warmup_s": args.warmup, **result,
                          "service_cpu_us_per_req": round(cpu / max(requests, 1) * 1e6, 1),

@@ -63,6 +63,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Quarter and year rows missing (all zero corrections) are created from their months first.
-    _create_missing_wide_rows()
+    _create_missing_wide_rows()  # a period with no correction row still reads its months' sum
     _convert("+")

@@ -2,11 +2,10 @@
 changing what any period reads."""
 
 import asyncio
+import datetime as dt
 from collections import defaultdict
 
 from alembic import command
-import datetime as dt
-
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
