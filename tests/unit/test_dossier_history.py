@@ -31,8 +31,9 @@ def test_compact_history_round_trips(seq, status, occurred_at, channel, due_at, 
 @settings(max_examples=200, deadline=None)
 @given(status=st.integers(1, 10), occurred_at=instants, channel=st.none() | st.integers(1, 3),
        due_at=st.none() | instants, step=st.none() | st.fixed_dictionaries(
-           {}, optional={"name": st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=10),
-                     "due_at": instants}),  # (U+0000 is rejected: test_ingest)
+           {}, optional={"name": st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+                                         min_size=1, max_size=10),
+                     "due_at": instants}),  # (U+0000 is rejected: test_ingest; a lone surrogate is not JSON)
        attributes=attributes)
 def test_an_accepted_event_reads_as_its_stored_body(status, occurred_at, channel, due_at, step, attributes):
     raw = {"event_id": "e1", "dossier_code": "D1", "unit_code": "H44.03", "procedure_code": "P1", "status": status,
