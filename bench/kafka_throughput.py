@@ -74,7 +74,7 @@ def stream_of(kind: str, events: int) -> list[tuple[bytes, bytes]]:
 
 async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, workers: int, batch: int,
                   partitions: int, stream_kind: str = "synthetic", profile: bool = False,
-                  concurrency: int | None = None) -> dict:
+                  in_flight: int | None = None) -> dict:
     from shared.db.engine import migrate_sync  # noqa: F401 - migrated once in main
 
     base = Settings(database_url=database.async_url, units_file=ROOT / "examples" / "units-h44.csv")
@@ -85,8 +85,8 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
     env["DVC766_UNITS_FILE"] = str(ROOT / "examples" / "units-h44.csv")
     if os.environ.get("DVC766_BENCH_CODE"):  # the workers run another checkout (e.g. the commit before)
         env["PYTHONPATH"] = str(Path(os.environ["DVC766_BENCH_CODE"]).resolve())
-    if concurrency is not None:
-        env["DVC766_KAFKA_APPLY_CONCURRENCY"] = str(concurrency)
+    if in_flight is not None:
+        env["DVC766_KAFKA_BATCHES_IN_FLIGHT"] = str(in_flight)
     logs = [tempfile.TemporaryFile() for _ in range(workers)]
     procs = [subprocess.Popen([DVC766, "indicators", "--port", str(free_port())], env=env,
                               stdout=subprocess.DEVNULL, stderr=log) for log in logs]
@@ -126,7 +126,7 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
         for p in procs:
             p.wait(30)
     return {"events": len(stream), "workers": workers, "batch": batch, "partitions": partitions,
-            "concurrency": concurrency,
+            "in_flight": in_flight,
             "stream": stream_kind, "produce_s": round(produced, 2), "seconds": round(elapsed, 2),
             "events_per_s": round(len(stream) / elapsed),
             "worker_cpu_us_per_event": round(cpu / len(stream) * 1e6, 1),
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--stream", choices=["synthetic", "simulated"], default="synthetic")
     parser.add_argument("--profile", action="store_true", help="py-spy the (first) worker")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[None],
-                        help="kafka_apply_concurrency of the workers (default: the setting's default)")
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[None],
+                        help="kafka_batches_in_flight of the workers, 1 or 2 (default: the setting's default)")
     args = parser.parse_args(argv)
 
     from shared.db.engine import migrate_sync
@@ -176,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{'cpu µs/ev':>9}")
         rows = []
         for workers in args.workers:
-            for batch, concurrency in [(b, c) for b in args.batch for c in args.concurrency]:
+            for batch, in_flight in [(b, c) for b in args.batch for c in args.in_flight]:
                 asyncio.run(_truncate(database.url))
                 r = asyncio.run(one_run(broker, database, events=args.events, workers=workers, batch=batch,
                                         partitions=args.partitions, stream_kind=args.stream,
-                                        profile=args.profile, concurrency=concurrency))
+                                        profile=args.profile, in_flight=in_flight))
                 rows.append(r)
                 print(f"{r['events']:>8} {r['workers']:>7} {r['batch']:>6} {r['partitions']:>5} "
                       f"{r['seconds']:>8} {r['events_per_s']:>9} {r['worker_cpu_us_per_event']:>9}", flush=True)

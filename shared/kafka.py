@@ -31,6 +31,10 @@ KAFKA_LAG = Gauge("dvc766_kafka_consumer_lag", "Messages not yet applied, per pa
 KAFKA_REBALANCES = Counter("dvc766_kafka_rebalances_total", "Partition assignments received", ["group"])
 KAFKA_DEAD_LETTERS = Counter("dvc766_kafka_dead_letters_total", "Bad messages sent to the dead letters", ["reason"])
 KAFKA_FENCED = Counter("dvc766_kafka_fenced_batches_total", "Batches refused because the partition moved on")
+KAFKA_ABANDONED = Counter(
+    "dvc766_kafka_abandoned_batches_total",
+    "Batches rolled back unapplied because the batch before them failed or a rebalance came between",
+)
 KAFKA_PRODUCED = Counter("dvc766_kafka_produced_total", "Events produced to the canonical topic", ["origin"])
 
 

@@ -103,10 +103,10 @@ class Settings(BaseSettings):
     kafka_partitions: int = 6
     kafka_poll_timeout_ms: int = 500
     kafka_max_batch_records: int = 5000  # messages fetched per poll, at most
-    # Transactions a worker runs at once per poll, each over its own partitions (one's Python work
-    # overlaps another's database work). 1: the whole poll in one transaction. On 2 cores shared with
-    # PostgreSQL, 2 gave no more events/s (bench/README.md); it is for a database on its own machine.
-    kafka_apply_concurrency: int = Field(1, ge=1, le=16)
+    # Fetched batches a worker has in flight: with 2, the next batch's events are decoded, validated
+    # and stored while the current one applies its dossiers and counters (services/indicators/kafka.py).
+    # 1: one batch at a time.
+    kafka_batches_in_flight: int = Field(2, ge=1, le=2)
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
     kafka_max_poll_interval_ms: int = 300000

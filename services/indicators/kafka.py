@@ -1,17 +1,21 @@
 """The indicators worker on the Kafka path: effectively-once application of the canonical topic.
 
-Workers of one consumer group share the topic's partitions. Each batch (``getmany``) is dealt by
-partition into up to ``kafka_apply_concurrency`` groups applied concurrently, each in ONE PostgreSQL
-transaction that holds everything it changes for its partitions:
+Workers of one consumer group share the topic's partitions. Each fetched batch (``getmany``) is
+applied in ONE PostgreSQL transaction that holds everything it changes for its partitions:
 
-1. the partitions' next offsets, compare-and-set on (epoch, offset the batch starts from) — taken
-   first, so the row locks serialise any two workers that believe they own a partition, and a
-   worker that lost its partition (its epoch was bumped by the new owner) fails before writing;
-2. the events, stored idempotently on (source, event_id) — redelivered and duplicated messages
+1. the events, stored idempotently on (source, event_id) — redelivered and duplicated messages
    count once;
+2. the partitions' next offsets, compare-and-set on (epoch, offset the batch starts from): a worker
+   that lost its partition (its epoch was bumped by the new owner) or a batch that does not follow
+   the stored offset fails here, before it touches any dossier, and rolls back whole;
 3. dossier state and counter deltas (``IndicatorEngine.recompute``);
 4. dead letters of the bad messages (not JSON, invalid, oversized) with reason, partition and
    offset — also produced to the dead-letter topic — so a poison message costs only itself.
+
+Two batches are in flight at most (``kafka_batches_in_flight``): while batch N reads and writes
+dossiers and counters, batch N+1 is decoded, validated and its events stored. N+1 takes its offsets
+and dossiers only once N has committed or rolled back, so it reads what N wrote; if N failed, or a
+rebalance happened meanwhile, N+1 rolls back too and both are read again from the stored offsets.
 
 Kafka's own committed offsets are never used (no auto-commit): on assignment the worker bumps the
 partition's epoch, reads the stored offset and seeks there. A crash anywhere leaves either the whole
@@ -38,6 +42,7 @@ from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection
 from shared.kafka import (
+    KAFKA_ABANDONED,
     KAFKA_DEAD_LETTERS,
     KAFKA_FENCED,
     KAFKA_LAG,
@@ -63,23 +68,17 @@ log = logging.getLogger("dvc766.indicators.kafka")
 TRANSPORT = "kafka"
 
 
-def split_by_partition(batch: dict[TopicPartition, list], groups: int) -> list[dict[TopicPartition, list]]:
-    """Partitions dealt into at most ``groups`` groups of similar message counts (largest first)."""
-    out: list[dict[TopicPartition, list]] = [{} for _ in range(max(1, min(groups, len(batch))))]
-    sizes = [0] * len(out)
-    for tp in sorted(batch, key=lambda tp: (-len(batch[tp]), tp)):
-        smallest = sizes.index(min(sizes))
-        out[smallest][tp] = batch[tp]
-        sizes[smallest] += len(batch[tp])
-    return out
-
-
 class Fenced(Exception):
     """The stored offset or epoch of a partition is not the one this batch started from."""
 
     def __init__(self, tp: TopicPartition) -> None:
         super().__init__(f"partition {tp.topic}[{tp.partition}] moved on")
         self.tp = tp
+
+
+@dataclass
+class Abandoned(Exception):
+    """The batch before this one failed, or a rebalance came between: roll back, read again."""
 
 
 @dataclass
@@ -153,7 +152,12 @@ class KafkaApplier:
         self.group = self.settings.kafka_group_id
         self.member = member or member_name()
         self.owned: dict[TopicPartition, Owned] = {}
-        self.lock = asyncio.Lock()  # held by the batch in flight; a revocation waits for it
+        self.lock = asyncio.Lock()  # held by the batch committing; a revocation waits for it
+        # Next offset to fetch-and-apply per partition, counting the batch in flight (ahead of
+        # ``Owned.position``, which moves at commit), and a counter bumped by every rewind and
+        # rebalance: a batch dispatched before one is abandoned.
+        self.planned: dict[TopicPartition, int] = {}
+        self.generation = 0
         self.consumer = None
         self.producer = None
         self._stopping = asyncio.Event()
@@ -192,9 +196,11 @@ class KafkaApplier:
     # -- rebalances --------------------------------------------------------------------------------
 
     async def revoke(self, revoked) -> None:
-        async with self.lock:  # the batch in flight commits (or rolls back) first
+        async with self.lock:  # the batch committing commits (or rolls back) first
+            self.generation += 1  # a batch still storing its events rolls back
             for tp in revoked:
                 self.owned.pop(tp, None)
+                self.planned.pop(tp, None)
                 with contextlib.suppress(Exception):
                     KAFKA_LAG.remove(tp.topic, str(tp.partition))
 
@@ -202,6 +208,7 @@ class KafkaApplier:
         KAFKA_REBALANCES.labels(self.group).inc()
         assigned = sorted(assigned)
         async with self.lock:
+            self.generation += 1
             claims: dict[TopicPartition, Owned] = {}
             while True:
                 try:
@@ -214,6 +221,7 @@ class KafkaApplier:
                     await asyncio.sleep(1.0)
             for tp, owned in claims.items():
                 self.owned[tp] = owned
+                self.planned[tp] = owned.position
                 self.consumer.seek(tp, owned.position)
                 self.consumer.resume(tp)
         log.info("partitions assigned", extra={"member": self.member,
@@ -243,7 +251,10 @@ class KafkaApplier:
 
     async def _run(self) -> None:
         settings = self.settings
+        in_flight = settings.kafka_batches_in_flight
+        previous: asyncio.Task | None = None  # the batch whose commit the next one waits for
         while not self._stopping.is_set():
+            generation = self.generation
             try:
                 records = await self.consumer.getmany(
                     timeout_ms=settings.kafka_poll_timeout_ms, max_records=settings.kafka_max_batch_records
@@ -252,10 +263,24 @@ class KafkaApplier:
                 log.exception("polling kafka failed; retrying")
                 await self._sleep(1.0)
                 continue
-            if records:
-                await self.apply(records)
+            if records and self.generation != generation:
+                # A rewind came while fetching: these records may be from before it. Fetch again.
+                self._rewind()
+                records = {}
+            batch = self._take(records) if records else None
+            if batch is None:
+                if previous is not None:
+                    await asyncio.wait([previous])
+                    previous = None
+            else:
+                task = asyncio.create_task(self._apply_group(*batch, after=previous))
+                if previous is not None or in_flight == 1:
+                    await asyncio.wait([previous or task])  # at most two batches in flight
+                previous = task if in_flight > 1 else None
             SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
             self._update_lag()
+        if previous is not None:  # stopping: the batch in flight finishes (it commits whole)
+            await asyncio.wait([previous])
 
     def _update_lag(self) -> None:
         for tp, owned in list(self.owned.items()):
@@ -264,47 +289,44 @@ class KafkaApplier:
                 if highwater is not None:
                     KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - owned.position))
 
-    async def apply(self, records: dict) -> int:
-        """Apply one fetched batch; returns how many messages it covered.
+    def _take(self, records: dict) -> tuple[dict[TopicPartition, list], dict, int] | None:
+        """The fetched messages to apply next (those of owned partitions from their planned offset on),
+        the (epoch, first offset) each partition's stored offset must show, and the generation."""
+        batch: dict[TopicPartition, list] = {}
+        plan: dict[TopicPartition, tuple[int, int]] = {}
+        for tp, messages in records.items():
+            owned = self.owned.get(tp)
+            if owned is None:
+                continue  # revoked while the batch was fetched: the new owner reads it
+            start = self.planned.get(tp, owned.position)
+            fresh = [m for m in messages if m.offset >= start]
+            if fresh:
+                batch[tp] = fresh
+                plan[tp] = (owned.epoch, start)
+                self.planned[tp] = fresh[-1].offset + 1
+        return (batch, plan, self.generation) if batch else None
 
-        The batch is split by partition into up to ``kafka_apply_concurrency`` groups, each applied in
-        its own transaction with its own partitions' offsets, concurrently: while one group waits for
-        PostgreSQL, the next one's Python work runs. Each group commits whole or not at all.
-        """
-        async with self.lock:
-            batch: dict[TopicPartition, list] = {}
-            for tp, messages in records.items():
-                owned = self.owned.get(tp)
-                if owned is None:
-                    continue  # revoked while the batch was fetched: the new owner reads it
-                fresh = [m for m in messages if m.offset >= owned.position]
-                if fresh:
-                    batch[tp] = fresh
-            if not batch:
-                return 0
-            groups = split_by_partition(batch, self.settings.kafka_apply_concurrency)
-            if len(groups) == 1:
-                return await self._apply_group(groups[0])
-            return sum(await asyncio.gather(*(self._apply_group(group) for group in groups)))
-
-    async def _apply_group(self, batch: dict[TopicPartition, list]) -> int:
+    async def _apply_group(self, batch: dict[TopicPartition, list], plan: dict, generation: int,
+                           after: asyncio.Task | None = None) -> int:
         started = time.perf_counter()
         try:
-            counts = await self._apply_batch(batch)
+            counts = await self._apply_batch(batch, plan=plan, generation=generation, after=after)
+        except Abandoned:
+            KAFKA_ABANDONED.inc()
+            self._rewind()
+            return 0
         except Fenced as fenced:
             KAFKA_FENCED.inc()
             log.warning("batch refused: partition moved on", extra={"partition": fenced.tp.partition,
                                                                    "member": self.member})
             await self._after_fenced(fenced.tp)
-            self._rewind(batch)
+            self._rewind()
             return 0
         except Exception:  # the store or the broker went away mid-batch: nothing was committed
             log.exception("applying a kafka batch failed; it will be read again")
-            self._rewind(batch)
+            self._rewind()
             await self._sleep(1.0)
             return 0
-        for tp, messages in batch.items():
-            self.owned[tp].position = messages[-1].offset + 1
         size = sum(len(m) for m in batch.values())
         APPLY_SECONDS.observe(time.perf_counter() - started)
         APPLY_BATCH_SIZE.observe(size)
@@ -318,12 +340,15 @@ class KafkaApplier:
         self.applied_batches += 1
         return size
 
-    def _rewind(self, batch: dict) -> None:
-        """After a rolled-back batch, read its partitions again from the stored offsets."""
-        for tp in batch:
-            owned = self.owned.get(tp)
-            if owned is None:
-                continue
+    def _rewind(self) -> None:
+        """After a rolled-back batch, read every owned partition again from its stored offset.
+
+        All of them, not only the batch's: the batch after it (fetched, not committed) is abandoned
+        too, since it was to follow this one.
+        """
+        self.generation += 1
+        for tp, owned in self.owned.items():
+            self.planned[tp] = owned.position
             with contextlib.suppress(IllegalStateError, AssertionError, KeyError):
                 self.consumer.seek(tp, owned.position)
 
@@ -345,8 +370,15 @@ class KafkaApplier:
             else:
                 owned.position = row["next_offset"]
 
-    async def _apply_batch(self, batch: dict[TopicPartition, list]) -> dict:
+    async def _apply_batch(self, batch: dict[TopicPartition, list], *, plan: dict | None = None,
+                           generation: int | None = None, after: asyncio.Task | None = None) -> dict:
+        """Apply one batch in one transaction (module docstring). ``plan``: per partition, the epoch and
+        the offset the stored one must equal (default: this worker's epoch, the batch's first offset).
+        ``after``: the batch before this one; its outcome is awaited before any offset or dossier is
+        touched, and if it failed (``generation`` moved on) this one is abandoned."""
         settings = self.settings
+        if plan is None:
+            plan = {tp: (self.owned[tp].epoch, messages[0].offset) for tp, messages in batch.items()}
         decoded = [
             decode_message(m, default_source=settings.kafka_source, max_bytes=settings.max_event_bytes)
             for tp in sorted(batch)
@@ -366,52 +398,69 @@ class KafkaApplier:
         good: list[DossierEvent] = [checks[i] for i in good_positions]  # type: ignore[misc]
 
         counts = {"applied": len(decoded), "accepted": 0, "duplicates": 0, "rejected": {}}
-        async with self.runtime.engine.begin() as conn:
-            apg = await driver_connection(conn)
-            for tp in sorted(batch):
-                owned = self.owned[tp]
-                moved = await apg.fetchval(
-                    """UPDATE kafka_offsets SET next_offset = $6, owner = $7, updated_at = now()
-                       WHERE group_id = $1 AND topic = $2 AND partition = $3 AND epoch = $4 AND next_offset = $5
-                       RETURNING 1""",
-                    self.group, tp.topic, tp.partition, owned.epoch, owned.position, batch[tp][-1].offset + 1,
-                    self.member,
-                )
-                if not moved:
-                    raise Fenced(tp)
-            seqs: dict[tuple[str, str], int] = {}
-            outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
-            for i, outcome in zip(good_positions, outcomes):
-                if outcome == CONFLICT:
-                    checks[i] = Rejection(Reason.CONFLICT, "a different event was already accepted under this "
-                                          "event_id; the first one stands", "event_id")
-                elif outcome == ACCEPTED:
-                    counts["accepted"] += 1
-                else:
-                    counts["duplicates"] += 1
-            arrived: dict[str, list[HistoryEvent]] = {}
-            for event, outcome in zip(good, outcomes):
-                if outcome == ACCEPTED:
-                    seq = seqs[(event.source, event.event_id)]
-                    arrived.setdefault(event.dossier_code, []).append(history_event_of(seq, event))
-            await self.engine.recompute(apg, [], utcnow(), arrived)
-            if arrived:
-                await announce_change(apg)
-            letters = []
-            for d, check in zip(decoded, checks):
-                if isinstance(check, DossierEvent):
-                    continue
-                event_id = d.item.value.get("event_id") if isinstance(d.item.value, dict) else None
-                letters.append(DeadLetter(
-                    transport=TRANSPORT, reason=check.reason, detail=check.detail,
-                    raw=_raw_text(d.value, settings.max_event_bytes), source=d.source,
-                    event_id=event_id if isinstance(event_id, str) else None, kafka_topic=d.tp.topic,
-                    kafka_partition=d.tp.partition, kafka_offset=d.offset,
-                ))
-                counts["rejected"][check.reason] = counts["rejected"].get(check.reason, 0) + 1
-            if letters:
-                await self._produce_dead_letters(letters, decoded, checks)
-                await store_dead_letters(apg, letters)
+        locked = False
+        try:
+            async with self.runtime.engine.begin() as conn:
+                apg = await driver_connection(conn)
+                # Events first: they need nothing from the batch before (a duplicate of one of its
+                # events waits for its commit, then counts as a duplicate).
+                seqs: dict[tuple[str, str], int] = {}
+                outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
+                for i, outcome in zip(good_positions, outcomes):
+                    if outcome == CONFLICT:
+                        checks[i] = Rejection(Reason.CONFLICT, "a different event was already accepted under "
+                                              "this event_id; the first one stands", "event_id")
+                    elif outcome == ACCEPTED:
+                        counts["accepted"] += 1
+                    else:
+                        counts["duplicates"] += 1
+                arrived: dict[str, list[HistoryEvent]] = {}
+                for event, outcome in zip(good, outcomes):
+                    if outcome == ACCEPTED:
+                        seq = seqs[(event.source, event.event_id)]
+                        arrived.setdefault(event.dossier_code, []).append(history_event_of(seq, event))
+                letters = []
+                for d, check in zip(decoded, checks):
+                    if isinstance(check, DossierEvent):
+                        continue
+                    event_id = d.item.value.get("event_id") if isinstance(d.item.value, dict) else None
+                    letters.append(DeadLetter(
+                        transport=TRANSPORT, reason=check.reason, detail=check.detail,
+                        raw=_raw_text(d.value, settings.max_event_bytes), source=d.source,
+                        event_id=event_id if isinstance(event_id, str) else None, kafka_topic=d.tp.topic,
+                        kafka_partition=d.tp.partition, kafka_offset=d.offset,
+                    ))
+                    counts["rejected"][check.reason] = counts["rejected"].get(check.reason, 0) + 1
+                if after is not None:
+                    await asyncio.wait([after])
+                await self.lock.acquire()
+                locked = True
+                if generation is not None and generation != self.generation:
+                    raise Abandoned()
+                for tp in sorted(batch):
+                    epoch, start = plan[tp]
+                    moved = await apg.fetchval(
+                        """UPDATE kafka_offsets SET next_offset = $6, owner = $7, updated_at = now()
+                           WHERE group_id = $1 AND topic = $2 AND partition = $3 AND epoch = $4
+                             AND next_offset = $5
+                           RETURNING 1""",
+                        self.group, tp.topic, tp.partition, epoch, start, batch[tp][-1].offset + 1, self.member,
+                    )
+                    if not moved:
+                        raise Fenced(tp)
+                await self.engine.recompute(apg, [], utcnow(), arrived)
+                if arrived:
+                    await announce_change(apg)
+                if letters:
+                    await self._produce_dead_letters(letters, decoded, checks)
+                    await store_dead_letters(apg, letters)
+            for tp, messages in batch.items():  # committed
+                owned = self.owned.get(tp)
+                if owned is not None and owned.epoch == plan[tp][0]:
+                    owned.position = messages[-1].offset + 1
+        finally:
+            if locked:
+                self.lock.release()
         self.runtime.data_changed()
         return counts
 

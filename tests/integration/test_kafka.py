@@ -160,6 +160,38 @@ async def test_a_worker_that_lost_its_partition_cannot_write(kafka_rt):
     assert (await live_counters(kafka_rt))[("H44.03", "*", "2026-08", "received")] == 1
 
 
+async def test_a_failed_batch_takes_the_batch_behind_it_back_too(kafka_rt):
+    """Two batches in flight: when one fails, the next (events stored, not committed) rolls back too,
+    and both are read again from the stored offsets: every event still counts once."""
+    s = kafka_rt.settings.model_copy(update={"kafka_max_batch_records": 20, "kafka_batches_in_flight": 2})
+    runtime = dataclasses.replace(kafka_rt, settings=s)
+    stream = make_stream(60, prefix="P", seed=5)
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, as_messages(stream))
+    engine = IndicatorEngine(kafka_rt.calendar, s.policy)
+    apply_dossiers = engine.recompute
+    calls = 0
+
+    async def fails_once(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await asyncio.sleep(0.3)  # the next batch is fetched and storing its events meanwhile
+            raise ConnectionError("the store went away")
+        return await apply_dossiers(*args, **kwargs)
+
+    engine.recompute = fails_once
+    abandoned = _metric("dvc766_kafka_abandoned_batches_total")
+    applier = KafkaApplier(runtime, engine)
+    await applier.start()
+    try:
+        await wait_caught_up(runtime, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
+    finally:
+        await applier.stop()
+    assert _metric("dvc766_kafka_abandoned_batches_total") - abandoned >= 1
+    assert await live_counters(runtime) == reference_counters(runtime, stream, s.kafka_source)
+    assert (await _fetch(runtime, "SELECT count(*) AS n FROM events"))[0]["n"] == len({e["event_id"] for e in stream})
+
+
 async def test_http_ingest_in_kafka_mode_produces_before_answering(kafka_rt):
     s = kafka_rt.settings
     app = create_app(("ingest", "api"), runtime=kafka_rt)
