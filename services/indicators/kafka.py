@@ -82,6 +82,17 @@ class Abandoned(Exception):
 
 
 @dataclass
+class InFlight:
+    """A dispatched batch: its task, and an event set once its events are stored (or it ended).
+
+    The next batch stores its events only after that: a message delivered twice, once in each, would
+    otherwise leave this batch waiting in PostgreSQL for the next one, which waits for this one."""
+
+    task: asyncio.Task
+    stored: asyncio.Event
+
+
+@dataclass
 class Owned:
     epoch: int
     position: int  # next offset to apply, as stored
@@ -252,7 +263,7 @@ class KafkaApplier:
     async def _run(self) -> None:
         settings = self.settings
         in_flight = settings.kafka_batches_in_flight
-        previous: asyncio.Task | None = None  # the batch whose commit the next one waits for
+        previous: InFlight | None = None  # the batch whose commit the next one waits for
         while not self._stopping.is_set():
             generation = self.generation
             try:
@@ -270,17 +281,19 @@ class KafkaApplier:
             batch = self._take(records) if records else None
             if batch is None:
                 if previous is not None:
-                    await asyncio.wait([previous])
+                    await asyncio.wait([previous.task])
                     previous = None
             else:
-                task = asyncio.create_task(self._apply_group(*batch, after=previous))
+                stored = asyncio.Event()
+                current = InFlight(asyncio.create_task(self._apply_group(*batch, after=previous, stored=stored)),
+                                   stored)
                 if previous is not None or in_flight == 1:
-                    await asyncio.wait([previous or task])  # at most two batches in flight
-                previous = task if in_flight > 1 else None
+                    await asyncio.wait([(previous or current).task])  # at most two batches in flight
+                previous = current if in_flight > 1 else None
             SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
             self._update_lag()
         if previous is not None:  # stopping: the batch in flight finishes (it commits whole)
-            await asyncio.wait([previous])
+            await asyncio.wait([previous.task])
 
     def _update_lag(self) -> None:
         for tp, owned in list(self.owned.items()):
@@ -307,10 +320,10 @@ class KafkaApplier:
         return (batch, plan, self.generation) if batch else None
 
     async def _apply_group(self, batch: dict[TopicPartition, list], plan: dict, generation: int,
-                           after: asyncio.Task | None = None) -> int:
+                           after: InFlight | None = None, stored: asyncio.Event | None = None) -> int:
         started = time.perf_counter()
         try:
-            counts = await self._apply_batch(batch, plan=plan, generation=generation, after=after)
+            counts = await self._apply_batch(batch, plan=plan, generation=generation, after=after, stored=stored)
         except Abandoned:
             KAFKA_ABANDONED.inc()
             self._rewind()
@@ -371,11 +384,13 @@ class KafkaApplier:
                 owned.position = row["next_offset"]
 
     async def _apply_batch(self, batch: dict[TopicPartition, list], *, plan: dict | None = None,
-                           generation: int | None = None, after: asyncio.Task | None = None) -> dict:
+                           generation: int | None = None, after: InFlight | None = None,
+                           stored: asyncio.Event | None = None) -> dict:
         """Apply one batch in one transaction (module docstring). ``plan``: per partition, the epoch and
         the offset the stored one must equal (default: this worker's epoch, the batch's first offset).
-        ``after``: the batch before this one; its outcome is awaited before any offset or dossier is
-        touched, and if it failed (``generation`` moved on) this one is abandoned."""
+        ``after``: the batch before this one; its events are stored before this one's, its outcome is
+        awaited before any offset or dossier is touched, and if it failed (``generation`` moved on) this
+        one is abandoned. ``stored`` is set once this batch's events are stored (or it failed)."""
         settings = self.settings
         if plan is None:
             plan = {tp: (self.owned[tp].epoch, messages[0].offset) for tp, messages in batch.items()}
@@ -400,9 +415,11 @@ class KafkaApplier:
         counts = {"applied": len(decoded), "accepted": 0, "duplicates": 0, "rejected": {}}
         locked = False
         try:
+            if after is not None:
+                await after.stored.wait()
             async with self.runtime.engine.begin() as conn:
                 apg = await driver_connection(conn)
-                # Events first: they need nothing from the batch before (a duplicate of one of its
+                # Events first: they need nothing else from the batch before (a duplicate of one of its
                 # events waits for its commit, then counts as a duplicate).
                 seqs: dict[tuple[str, str], int] = {}
                 outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
@@ -431,8 +448,10 @@ class KafkaApplier:
                         kafka_partition=d.tp.partition, kafka_offset=d.offset,
                     ))
                     counts["rejected"][check.reason] = counts["rejected"].get(check.reason, 0) + 1
+                if stored is not None:
+                    stored.set()
                 if after is not None:
-                    await asyncio.wait([after])
+                    await asyncio.wait([after.task])
                 await self.lock.acquire()
                 locked = True
                 if generation is not None and generation != self.generation:
@@ -459,6 +478,8 @@ class KafkaApplier:
                 if owned is not None and owned.epoch == plan[tp][0]:
                     owned.position = messages[-1].offset + 1
         finally:
+            if stored is not None:
+                stored.set()  # (failed before its events were stored: the next batch need not wait)
             if locked:
                 self.lock.release()
         self.runtime.data_changed()

@@ -13,6 +13,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
 from services.app import create_app
+from services.indicators import kafka as kafka_module
 from services.indicators.engine import IndicatorEngine
 from services.indicators.kafka import Fenced, KafkaApplier
 from services.indicators.replay import check
@@ -188,6 +189,38 @@ async def test_a_failed_batch_takes_the_batch_behind_it_back_too(kafka_rt):
     finally:
         await applier.stop()
     assert _metric("dvc766_kafka_abandoned_batches_total") - abandoned >= 1
+    assert await live_counters(runtime) == reference_counters(runtime, stream, s.kafka_source)
+    assert (await _fetch(runtime, "SELECT count(*) AS n FROM events"))[0]["n"] == len({e["event_id"] for e in stream})
+
+
+async def test_a_message_in_two_batches_in_flight_counts_once(kafka_rt, monkeypatch):
+    """Every message delivered twice in a row, so that many pairs straddle two batches in flight, and
+    every other batch slow to store its events: the later batch must not store first (the earlier one
+    would then wait in PostgreSQL for the later, which waits for the earlier to commit)."""
+    s = kafka_rt.settings.model_copy(update={"kafka_max_batch_records": 15, "kafka_batches_in_flight": 2})
+    runtime = dataclasses.replace(kafka_rt, settings=s)
+    stream = make_stream(40, prefix="T", seed=11)
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, [m for m in as_messages(stream) for _ in (1, 2)])
+    store = kafka_module.store_events
+    calls = 0
+
+    async def slow_every_other(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls % 2:
+            await asyncio.sleep(0.1)
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(kafka_module, "store_events", slow_every_other)
+    applier = KafkaApplier(runtime, IndicatorEngine(kafka_rt.calendar, s.policy))
+    async with asyncio.timeout(60):  # the lock cycle would hang the applier, its stop included
+        await applier.start()
+        try:
+            await wait_caught_up(runtime, s.kafka_group_id,
+                                 await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic), timeout=30)
+        finally:
+            await applier.stop()
+    assert calls >= 10
     assert await live_counters(runtime) == reference_counters(runtime, stream, s.kafka_source)
     assert (await _fetch(runtime, "SELECT count(*) AS n FROM events"))[0]["n"] == len({e["event_id"] for e in stream})
 
