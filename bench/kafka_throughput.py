@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
-from common import backend_cpu, profiled, report  # noqa: E402
+from common import PeakRSS, backend_cpu, mib, profiled, report  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.support.database import TestDatabase  # noqa: E402
 from tests.support.kafka import (  # noqa: E402
@@ -101,6 +101,7 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
         stream = stream_of(stream_kind, events)
         cpu_before = [_cpu_seconds(p.pid) for p in procs]
         pg_before = backend_cpu(database.name)
+        rss = [PeakRSS(p.pid).start() for p in procs]
         with profiled(procs[0].pid, f"kafka-{stream_kind}-{workers}w", profile):
             started = time.perf_counter()
             await produce(broker.bootstrap, settings.kafka_topic, stream)
@@ -112,6 +113,7 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
             elapsed = time.perf_counter() - started
         pg_cpu = backend_cpu(database.name) - pg_before
         cpu = sum(_cpu_seconds(p.pid) for p in procs) - sum(cpu_before)
+        peak_rss = max(r.stop() for r in rss)
         for p in procs:  # the workers stop before the limit is measured: it gets the machine to itself
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -131,6 +133,7 @@ async def one_run(broker: TansuBroker, database: TestDatabase, *, events: int, w
             "events_per_s": round(len(stream) / elapsed),
             "worker_cpu_us_per_event": round(cpu / len(stream) * 1e6, 1),
             "postgres_cpu_us_per_event": round(pg_cpu / len(stream) * 1e6, 1),
+            "worker_peak_rss_mib": mib(peak_rss),
             "bare_consumer_msgs_per_s": round(bare_count / bare_seconds),
             "ratio_to_bare_consumer": round(len(stream) / elapsed / (bare_count / bare_seconds), 3),
             "load_avg_1m": round(os.getloadavg()[0], 2)}
