@@ -76,7 +76,6 @@ class Fenced(Exception):
         self.tp = tp
 
 
-@dataclass
 class Abandoned(Exception):
     """The batch before this one failed, or a rebalance came between: roll back, read again."""
 
