@@ -46,6 +46,17 @@ def _metric(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+async def _apply_all(runtime, applier: KafkaApplier, timeout: float = 60.0) -> None:
+    """Run the applier until the offsets stored with the counters reach the topic's end, then stop it."""
+    s = runtime.settings
+    await applier.start()
+    try:
+        await wait_caught_up(runtime, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic),
+                             timeout=timeout)
+    finally:
+        await applier.stop()
+
+
 async def _fetch(runtime, sql, *args):
     async with runtime.engine.connect() as conn:
         return await (await driver_connection(conn)).fetch(sql, *args)
@@ -118,18 +129,12 @@ async def test_restart_resumes_from_stored_offsets_without_double_counting(kafka
     engine = IndicatorEngine(kafka_rt.calendar, s.policy)
     await produce(s.kafka_bootstrap_servers, s.kafka_topic, as_messages(stream[:half]))
     first = KafkaApplier(kafka_rt, engine)
-    await first.start()
-    await wait_caught_up(kafka_rt, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
-    await first.stop()
+    await _apply_all(kafka_rt, first)
     epochs = {r["partition"]: r["epoch"] for r in await _fetch(kafka_rt, "SELECT partition, epoch FROM kafka_offsets")}
 
     await produce(s.kafka_bootstrap_servers, s.kafka_topic, as_messages(stream[half:]))
     second = KafkaApplier(kafka_rt, engine)
-    await second.start()
-    try:
-        await wait_caught_up(kafka_rt, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
-    finally:
-        await second.stop()
+    await _apply_all(kafka_rt, second)
     assert await live_counters(kafka_rt) == reference_counters(kafka_rt, stream, s.kafka_source)
     rows = await _fetch(kafka_rt, "SELECT partition, epoch, owner FROM kafka_offsets")
     assert all(r["epoch"] == epochs[r["partition"]] + 1 and r["owner"] == second.member for r in rows)
@@ -183,11 +188,7 @@ async def test_a_failed_batch_takes_the_batch_behind_it_back_too(kafka_rt):
     engine.recompute = fails_once
     abandoned = _metric("dvc766_kafka_abandoned_batches_total")
     applier = KafkaApplier(runtime, engine)
-    await applier.start()
-    try:
-        await wait_caught_up(runtime, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
-    finally:
-        await applier.stop()
+    await _apply_all(runtime, applier)
     assert _metric("dvc766_kafka_abandoned_batches_total") - abandoned >= 1
     assert await live_counters(runtime) == reference_counters(runtime, stream, s.kafka_source)
     assert (await _fetch(runtime, "SELECT count(*) AS n FROM events"))[0]["n"] == len({e["event_id"] for e in stream})
@@ -214,12 +215,7 @@ async def test_a_message_in_two_batches_in_flight_counts_once(kafka_rt, monkeypa
     monkeypatch.setattr(kafka_module, "store_events", slow_every_other)
     applier = KafkaApplier(runtime, IndicatorEngine(kafka_rt.calendar, s.policy))
     async with asyncio.timeout(60):  # the lock cycle would hang the applier, its stop included
-        await applier.start()
-        try:
-            await wait_caught_up(runtime, s.kafka_group_id,
-                                 await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic), timeout=30)
-        finally:
-            await applier.stop()
+        await _apply_all(runtime, applier, timeout=30)
     assert calls >= 10
     assert await live_counters(runtime) == reference_counters(runtime, stream, s.kafka_source)
     assert (await _fetch(runtime, "SELECT count(*) AS n FROM events"))[0]["n"] == len({e["event_id"] for e in stream})
@@ -255,11 +251,7 @@ async def test_http_ingest_in_kafka_mode_produces_before_answering(kafka_rt):
     assert [(r["reason"], r["transport"]) for r in letters] == [("missing_field", "http"), ("unit_not_allowed", "http")]
 
     applier = KafkaApplier(kafka_rt, IndicatorEngine(kafka_rt.calendar, s.policy))
-    await applier.start()
-    try:
-        await wait_caught_up(kafka_rt, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
-    finally:
-        await applier.stop()
+    await _apply_all(kafka_rt, applier)
     rows = await _fetch(kafka_rt, "SELECT source, transport FROM events")
     assert {(r["source"], r["transport"]) for r in rows} == {("igate-h44-03", "kafka")}
     assert (await live_counters(kafka_rt))[("H44.03", "*", "2026-08", "completed")] == 1
@@ -290,11 +282,7 @@ async def test_ingest_bridges_the_upstream_topic_under_the_configured_source(kaf
     assert {dict(m.headers)[SOURCE_HEADER] for m in forwarded} == {b"igate-upstream"}
 
     applier = KafkaApplier(rt, IndicatorEngine(rt.calendar, s.policy))
-    await applier.start()
-    try:
-        await wait_caught_up(rt, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic))
-    finally:
-        await applier.stop()
+    await _apply_all(rt, applier)
     assert await live_counters(rt) == reference_counters(rt, stream, "igate-upstream")
     letters = await _fetch(rt, "SELECT reason, source FROM dead_letters")
     assert [(r["reason"], r["source"]) for r in letters] == [("invalid_json", "igate-upstream")]
