@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from shared.jsonbytes import json_bytes
+
 BOOLEAN_ATTRIBUTES = frozenset(
     {
         "result_required",
@@ -133,7 +135,7 @@ class DossierEvent:
         """:meth:`body` as JSON with sorted keys: computed once per event (it is hashed and stored)."""
         encoded = self.__dict__.get("_encoded_body")
         if encoded is None:
-            encoded = orjson.dumps(self.body(), option=orjson.OPT_SORT_KEYS)
+            encoded = json_bytes(self.body(), option=orjson.OPT_SORT_KEYS)
             object.__setattr__(self, "_encoded_body", encoded)  # a cache, not a field: eq and hash ignore it
         return encoded
 
@@ -341,7 +343,7 @@ def _validate_fast(raw: dict[str, Any], source: str) -> DossierEvent | None:
         "due_at": due_at,
         "step": step,
         "attributes": attributes,
-        "_encoded_body": orjson.dumps(body, option=_FAST_BODY_OPTIONS),
+        "_encoded_body": json_bytes(body, option=_FAST_BODY_OPTIONS),
     })
 
 

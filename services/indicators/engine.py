@@ -20,6 +20,7 @@ from services.indicators.rules.counters import contribution_of
 from shared.calendar import WorkingCalendar
 from shared.db.raw import copy_to_stage, jsonb
 from shared.events import DossierEvent
+from shared.jsonbytes import json_bytes
 from shared.metrics import DEADLINES_CROSSED, DOSSIERS_RECOMPUTED
 from shared.settings import PolicySettings
 
@@ -262,7 +263,7 @@ class IndicatorEngine:
             bool(timeliness and timeliness.no_deadline),
             jsonb(contribution.to_json()) if contribution else None,
             jsonb(facts.attributes or None),
-            orjson.dumps([compact_event(e) for e in history]),
+            json_bytes([compact_event(e) for e in history]),
         )
 
     async def _write_dossiers(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
