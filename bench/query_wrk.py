@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 
-from common import READER_KEY, Service, base_parser, mib, report
+from common import READER_KEY, Service, base_parser, mib, profiled, report
 
 UNITS = {"ms": 1.0, "us": 0.001, "s": 1000.0, "m": 60_000.0}
 
@@ -89,7 +89,8 @@ def main() -> None:
                 run_wrk(service.base_url + path, args.connections, args.warmup, args.threads)
             load_before = os.getloadavg()[0]
             cpu_before = service_cpu(service.pid)
-            result = run_wrk(service.base_url + path, args.connections, args.seconds, args.threads)
+            with profiled(service.pid, f"query-wrk-{name.split()[0]}", args.profile):
+                result = run_wrk(service.base_url + path, args.connections, args.seconds, args.threads)
             cpu = service_cpu(service.pid) - cpu_before
             raw[name] = result.pop("raw")
             requests = requests_of(raw[name])
