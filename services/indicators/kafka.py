@@ -16,6 +16,11 @@ Two batches are in flight at most (``kafka_batches_in_flight``): while batch N r
 dossiers and counters, batch N+1 is decoded, validated and its events stored. N+1 takes its offsets
 and dossiers only once N has committed or rolled back, so it reads what N wrote; if N failed, or a
 rebalance happened meanwhile, N+1 rolls back too and both are read again from the stored offsets.
+Why this cannot deadlock: while N+1 waits for N (in Python, where PostgreSQL cannot see the wait) it
+holds only the locks of the event rows it inserted, and every transaction inserts its events before
+it takes any other lock, so whoever waits for those rows holds nothing that N could be waiting for.
+N+1 must not take offsets or dossier locks before N ends: a stale owner's batch during a rebalance
+could then wait for N+1 while holding what N needs.
 
 Kafka's own committed offsets are never used (no auto-commit): on assignment the worker bumps the
 partition's epoch, reads the stored offset and seeks there. A crash anywhere leaves either the whole
