@@ -14,9 +14,18 @@ from dataclasses import dataclass, replace
 import asyncpg
 import orjson
 
-from services.indicators.rules.counters import Contribution, CounterDelta
-from services.indicators.rules.dossier import DossierFacts, HistoryEvent, Timeliness, assess, derive_facts
-from services.indicators.rules.counters import contribution_of
+from services.indicators.rules.counters import (
+    Contribution,
+    CounterDelta,
+    contribution_of,
+)
+from services.indicators.rules.dossier import (
+    DossierFacts,
+    HistoryEvent,
+    Timeliness,
+    assess,
+    derive_facts,
+)
 from shared.calendar import WorkingCalendar
 from shared.db.raw import copy_to_stage, jsonb
 from shared.events import DossierEvent
