@@ -289,11 +289,13 @@ class KafkaApplier:
                     previous = None
             else:
                 stored = asyncio.Event()
-                current = InFlight(asyncio.create_task(self._apply_group(*batch, after=previous, stored=stored)),
-                                   stored)
-                if previous is not None or in_flight == 1:
-                    await asyncio.wait([(previous or current).task])  # at most two batches in flight
-                previous = current if in_flight > 1 else None
+                current = InFlight(asyncio.create_task(self._apply(*batch, after=previous, stored=stored)), stored)
+                if in_flight == 1:
+                    await asyncio.wait([current.task])
+                else:  # at most two batches in flight: the one before this must end before the next fetch
+                    if previous is not None:
+                        await asyncio.wait([previous.task])
+                    previous = current
             SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
             self._update_lag()
         if previous is not None:  # stopping: the batch in flight finishes (it commits whole)
@@ -323,7 +325,7 @@ class KafkaApplier:
                 self.planned[tp] = fresh[-1].offset + 1
         return (batch, plan, self.generation) if batch else None
 
-    async def _apply_group(self, batch: dict[TopicPartition, list], plan: dict, generation: int,
+    async def _apply(self, batch: dict[TopicPartition, list], plan: dict, generation: int,
                            after: InFlight | None = None, stored: asyncio.Event | None = None) -> int:
         started = time.perf_counter()
         try:
