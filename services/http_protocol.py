@@ -286,6 +286,15 @@ class CachedReadsProtocol(asyncio.Protocol):
         if not path.startswith(PREFIX) or b"%" in path:
             self._hand_over = True
             return
+        # The request ends at its blank line (it has no body): the next one starts right after it.
+        received = self._received
+        start = self._start_at
+        while received[start:start + 1] in (b"\r", b"\n"):  # empty lines before a request are allowed
+            start += 1
+        end = received.find(b"\r\n\r\n", start)
+        if end < 0:
+            self._hand_over = True
+            return
         data = self._raw_answer(path.decode("ascii"), url.query or b"", self._headers,
                                 _default_head(self._server_state))
         if data is None:
@@ -294,8 +303,7 @@ class CachedReadsProtocol(asyncio.Protocol):
             return
         self.transport.write(data)
         self._server_state.total_requests += 1
-        # The request ends at its blank line (no body): the next one starts right after it.
-        self._start_at = self._received.index(b"\r\n\r\n", self._start_at) + 4
+        self._start_at = end + 4
 
     def on_body(self, body: bytes) -> None:
         pass

@@ -209,13 +209,16 @@ def test_cached_reads_come_back_after_a_miss_and_pipelined_hits_stay_in_order():
                 received = _read_until(conn, received, ends)
             assert front.raw == 2
             assert [type(c) for c in list(running.server.server_state.connections)] == [CachedReadsProtocol]
-            # Pipelined in one write, split inside the last request: hit, miss, hit, in order.
-            conn.sendall(b"GET /v1/scores/hit?n=3 HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/scores/miss2 HTTP/1.1\r\n"
-                         b"Host: x\r\n\r\nGET /v1/scores/hit?n=4 HTTP/1.1\r\nHo")
+            # Pipelined in one write (empty lines before the second), split inside the last request:
+            # hit, hit, miss, hit, in order.
+            conn.sendall(b"GET /v1/scores/hit?n=3 HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\nGET /v1/scores/hit?n=3b HTTP/1.1\r\n"
+                         b"Host: x\r\n\r\nGET /v1/scores/miss2 HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/scores/hit?n=4 HTTP/1.1\r\nHo")
             time.sleep(0.1)
             conn.sendall(b"st: x\r\n\r\n")
             tail = _read_until(conn, b"", b"raw:n=4")
-            assert tail.index(b"raw:n=3") < tail.index(b"echo:/v1/scores/miss2:") < tail.index(b"raw:n=4")
+            assert tail.count(b"HTTP/1.1 200 OK") == 4
+            assert (tail.index(b"raw:n=3") < tail.index(b"raw:n=3b") < tail.index(b"echo:/v1/scores/miss2:")
+                    < tail.index(b"raw:n=4"))
             # A request in pieces is answered once whole; a POST goes to the application (and the connection
             # stays with uvicorn's protocol, whose own cached path still answers hits).
             conn.sendall(b"GET /v1/scores/hit?n=5 HTTP/1.1\r\n")
@@ -225,7 +228,7 @@ def test_cached_reads_come_back_after_a_miss_and_pipelined_hits_stay_in_order():
             assert tail.index(b"raw:n=5") < tail.index(b"echo:/v1/scores/hit:hi")
             conn.sendall(b"GET /v1/scores/hit?n=6 HTTP/1.1\r\nHost: x\r\n\r\n")
             _read_until(conn, b"", b"raw:n=6")
-            assert front.raw == 6
+            assert front.raw == 7
         with socket.create_connection(("127.0.0.1", running.port), timeout=5) as conn:
             # Malformed input is uvicorn's to answer (400), as before.
             conn.sendall(b"GET /v1/scores/hit?n=7 HTTP/1.1\r\nHost x\r\n\r\n")
