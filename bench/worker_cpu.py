@@ -18,14 +18,13 @@ bench/results/worker_cpu.json.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections import namedtuple
 
 import orjson
 from common import ROOT, UNITS_FILE, base_parser, report, simulated_events  # noqa: F401  (ROOT: sys.path)
 
-from services.indicators.engine import IndicatorEngine, event_from_compact, history_event_of
+from services.indicators.engine import DOSSIER_COLUMNS, IndicatorEngine, event_from_compact, history_event_of
 from services.indicators.kafka import decode_message
 from services.indicators.rules.counters import Contribution, CounterDelta
 from services.ingest.intake import check_items
@@ -36,6 +35,7 @@ from shared.settings import Settings
 from shared.units import UnitTree, load_units_file
 
 Record = namedtuple("Record", "topic partition offset key value headers")
+HISTORY, CONTRIBUTION = DOSSIER_COLUMNS.index("history"), DOSSIER_COLUMNS.index("contribution")
 STAGES = ("decode", "validate", "body_encode_hash", "history_event_of", "state_decode", "evaluate",
           "counter_move_and_dossier_row", "counter_rows")
 
@@ -67,7 +67,7 @@ def run(lines: list[bytes], batch_size: int, engine: IndicatorEngine, runtime: _
         good = [c for c in checks if isinstance(c, DossierEvent)]
         t2 = clock()
         for event in good:
-            hashlib.sha256(event.encoded_body()).hexdigest()[:32]
+            event.body_hash()
         t3 = clock()
         arrived: dict = {}
         for event in good:
@@ -89,7 +89,7 @@ def run(lines: list[bytes], batch_size: int, engine: IndicatorEngine, runtime: _
         for code, (facts, timeliness, contribution) in evaluated.items():
             delta.move(old[code], contribution)
             row = engine._dossier_row(facts, timeliness, contribution, histories[code])
-            kept[code] = (row[-1], row[16])  # (history, contribution): see DOSSIER_ROW
+            kept[code] = (row[HISTORY], row[CONTRIBUTION])
         t7 = clock()
         delta.rows()
         t8 = clock()

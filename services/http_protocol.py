@@ -81,17 +81,43 @@ class _HeadHoldingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    _answers_of: dict = {}  # application -> its raw_answer (or None), found once per server
-    _default_headers: tuple[list, bytes] = ([], b"")  # the server's default header lines, encoded
+_answers_of: dict = {}  # application -> its raw_answer (or None), found once per server
+_default_headers: list = [None, b""]  # the server's default header lines, and them encoded
 
+
+def _raw_answer_of(app):
+    """``_raw_answers`` of an application, looked up once (not per connection)."""
+    if app not in _answers_of:
+        _answers_of[app] = _raw_answers(app)
+    return _answers_of[app]
+
+
+def _default_head(server_state) -> bytes:
+    """The server's default header lines (date, server), encoded once per change (every second)."""
+    headers = server_state.default_headers  # replaced by the server every second (date)
+    if _default_headers[0] is not headers:
+        _default_headers[:] = headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return _default_headers[1]
+
+
+def _cached_read(parser, url: bytes) -> tuple[str, bytes] | None:
+    """Path and query string of a request a cached answer may serve (a keep-alive HTTP/1.1 GET under
+    ``PREFIX``, no upgrade, no percent-escapes in the path), or None."""
+    if parser.get_method() != b"GET" or parser.get_http_version() != "1.1" or not parser.should_keep_alive() \
+            or parser.should_upgrade():
+        return None
+    parsed = httptools.parse_url(url)
+    path = parsed.path
+    if not path.startswith(PREFIX) or b"%" in path:
+        return None
+    return path.decode("ascii"), parsed.query or b""
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._answered = False
-        app = self.app
-        if app not in self._answers_of:
-            self._answers_of[app] = _raw_answers(app)
-        self._raw_answer = self._answers_of[app]
+        self._raw_answer = _raw_answer_of(self.app)
 
     def on_message_begin(self) -> None:
         self._answered = False
@@ -105,20 +131,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if not self._answered:
             super().on_message_complete()
 
-    def _default_head(self) -> bytes:
-        return _default_head(self.server_state)
-
     def _answer_from_cache(self) -> bool:
-        parser = self.parser
-        if parser.get_method() != b"GET" or parser.get_http_version() != "1.1" or not parser.should_keep_alive() \
-                or parser.should_upgrade() or self.pipeline or self.root_path or self.flow.write_paused \
+        if self.pipeline or self.root_path or self.flow.write_paused \
                 or (self.cycle is not None and not self.cycle.response_complete):
             return False
-        url = httptools.parse_url(self.url)
-        path = url.path
-        if not path.startswith(PREFIX) or b"%" in path:
+        target = _cached_read(self.parser, self.url)
+        if target is None:
             return False
-        data = self._raw_answer(path.decode("ascii"), url.query or b"", self.headers, self._default_head())
+        data = self._raw_answer(*target, self.headers, _default_head(self.server_state))
         if data is None:
             return False
         self._answered = True
@@ -142,16 +162,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             finished()
 
         cycle.on_response = on_response
-
-
-def _default_head(server_state) -> bytes:
-    """The server's default header lines (date, server), encoded once per change (every second)."""
-    headers = server_state.default_headers  # replaced by the server every second (date)
-    cached = CoalescingHttpToolsProtocol._default_headers
-    if cached[0] is not headers:
-        cached = CoalescingHttpToolsProtocol._default_headers = (
-            headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
-    return cached[1]
 
 
 class _Served(CoalescingHttpToolsProtocol):
@@ -190,11 +200,7 @@ class CachedReadsProtocol(asyncio.Protocol):
         self._args = (config, server_state, app_state, _loop)
         if not config.loaded:
             config.load()
-        app = config.loaded_app
-        answers = CoalescingHttpToolsProtocol._answers_of
-        if app not in answers:
-            answers[app] = _raw_answers(app)
-        self._raw_answer = answers[app]
+        self._raw_answer = _raw_answer_of(config.loaded_app)
         self._served_root = bool(config.root_path)
         self._server_state = server_state
         self._connections = server_state.connections
@@ -275,15 +281,10 @@ class CachedReadsProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self._hand_over:
             return
-        parser = self._parser
-        if (self._body or self._write_paused or self._served_root or self._raw_answer is None
-                or parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
-                or not parser.should_keep_alive() or parser.should_upgrade()):
-            self._hand_over = True
-            return
-        url = httptools.parse_url(self._url)
-        path = url.path
-        if not path.startswith(PREFIX) or b"%" in path:
+        target = None
+        if not (self._body or self._write_paused or self._served_root or self._raw_answer is None):
+            target = _cached_read(self._parser, self._url)
+        if target is None:
             self._hand_over = True
             return
         # The request ends at its blank line (it has no body): the next one starts right after it.
@@ -295,8 +296,7 @@ class CachedReadsProtocol(asyncio.Protocol):
         if end < 0:
             self._hand_over = True
             return
-        data = self._raw_answer(path.decode("ascii"), url.query or b"", self._headers,
-                                _default_head(self._server_state))
+        data = self._raw_answer(*target, self._headers, _default_head(self._server_state))
         if data is None:
             self._hand_over = True
             self._give_back = True
