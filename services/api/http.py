@@ -22,6 +22,7 @@ from services.api.queries import (
     unit_counts,
 )
 from services.api.score_context import load_context
+from services.indicators.rules.scoring import directive_counters
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
@@ -218,6 +219,7 @@ async def _ranking(runtime: Runtime, memo: ScorecardMemo, parent: str, chosen: P
                 "rating": card.rating,
                 "groups": {g["code"]: g["score"] for g in card.groups},
                 "received": counts.get("received", 0),
+                "directives": directive_counters(counts),
             }
         )
     if key_name == "total":

@@ -40,6 +40,9 @@ DOSSIERS_TWO_PLUS_SUPPLEMENTS = "dossiers_with_2plus_supplements"
 OVERDUE_STEPS = "overdue_steps"
 STEPS = "steps"
 LATE_WITHOUT_APOLOGY = "late_without_apology"
+RETURNED = "returned"
+STOPPED = "stopped"
+WITHDRAWN = "withdrawn"
 NO_DEADLINE = "no_deadline_flagged"
 RECEIVED_BY_CHANNEL = {1: "received_in_person", 2: "received_online", 3: "received_postal"}
 
@@ -137,6 +140,12 @@ def contribution_of(
         counts[OVERDUE_STEPS] = facts.overdue_steps
     if timeliness.no_deadline:
         counts[NO_DEADLINE] = 1
+    if facts.returned:
+        counts[RETURNED] = 1
+    if facts.stopped:
+        counts[STOPPED] = 1
+    if facts.withdrawn:
+        counts[WITHDRAWN] = 1
 
     if facts.ended_at is not None:
         counts[COMPLETED] = 1

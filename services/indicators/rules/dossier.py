@@ -55,6 +55,10 @@ class DossierFacts:
     outstanding_supplement_at: dt.datetime | None = None  # the last request, still not answered
     steps: int = 0
     overdue_steps: int = 0
+    # The directives' counters (targets.md): statuses entered after receipt, whatever came next.
+    returned: bool = False  # 3 after 2: refused or returned to the applicant
+    stopped: bool = False  # 8, Dừng xử lý
+    withdrawn: bool = False  # 7, the applicant withdrew
     attributes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -158,6 +162,7 @@ def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: Wo
             if event.occurred_at > event.step_due_at:
                 overdue_steps += 1
 
+    entered = {e.status for e in after[1:]}
     return DossierFacts(
         dossier_code=dossier_code,
         unit_code=receipt.unit_code,
@@ -176,6 +181,9 @@ def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: Wo
         outstanding_supplement_at=open_request_at,
         steps=steps,
         overdue_steps=overdue_steps,
+        returned=Status.REFUSED in entered,
+        stopped=Status.STOPPED in entered,
+        withdrawn=Status.WITHDRAWN in entered,
         attributes=attributes,
     )
 

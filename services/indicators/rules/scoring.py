@@ -331,6 +331,22 @@ def score_inputs(inputs: ScoreInputs, policy, *, seconds_per_day: int, layout: s
     )
 
 
+# The directives' counters (targets.md), each with the counter it is a share of (a target's counter ratio).
+DIRECTIVE_COUNTERS: dict[str, str] = {
+    c.RETURNED: c.RECEIVED,
+    c.STOPPED: c.RECEIVED,
+    c.WITHDRAWN: c.RECEIVED,
+    c.DOSSIERS_TWO_PLUS_SUPPLEMENTS: c.RECEIVED,
+    c.LATE_WITHOUT_APOLOGY: c.OVERDUE,
+    c.OVERDUE_STEPS: c.STEPS,
+}
+
+
+def directive_counters(counts: Mapping[str, int]) -> dict[str, int]:
+    """The directives' counters of a unit and period (the league table's ``directives``)."""
+    return {name: counts.get(name, 0) for name in DIRECTIVE_COUNTERS}
+
+
 @dataclass
 class CounterView:
     """The API's ``counters`` object: the operational counters users watch (indicators.md §4)."""
@@ -358,6 +374,10 @@ class CounterView:
             "completed_on_time": g(c.COMPLETED_ON_TIME, 0),
             "completed_late": g(c.COMPLETED_LATE, 0),
             "late_without_apology": g(c.LATE_WITHOUT_APOLOGY, 0),
+            "returned": g(c.RETURNED, 0),
+            "stopped": g(c.STOPPED, 0),
+            "withdrawn": g(c.WITHDRAWN, 0),
+            "steps": g(c.STEPS, 0),
             "no_deadline_flagged": g(c.NO_DEADLINE, 0),
             **self.extra,
         }
