@@ -62,7 +62,35 @@ class Reason:
     UNKNOWN_UNIT = "unknown_unit"
     UNIT_NOT_ALLOWED = "unit_not_allowed"
     TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
     CONFLICT = "conflict"
+    NOT_OWNER = "not_owner"
+
+
+# An event is a flat object whose attributes are mostly scalars: anything nested deeper than this is not
+# an event (and past ~250 levels JSON encoders and PostgreSQL's jsonb give up, failing a whole batch).
+MAX_DEPTH = 8
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` (decoded JSON) nests objects or arrays more than ``limit`` levels deep
+    (a scalar is depth 0, ``{}`` depth 1). Iterative: it never recurses, whatever the input."""
+    level = [value]
+    depth = 0
+    while level:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return False
+
+
+def is_ascii_digits(text: str) -> bool:
+    """``str.isdigit`` accepts any script's digits ("٢", "２"); numbers on our wire are ASCII only."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)
@@ -204,7 +232,7 @@ def _small_int(raw: dict[str, Any], name: str, low: int, high: int, reason: str)
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         # Strings of digits are common from older systems; accept them exactly.
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and is_ascii_digits(value.strip()):
             value = int(value.strip())
         else:
             return Rejection(reason, f"{name} must be an integer from {low} to {high}", name)
@@ -287,9 +315,20 @@ def _validate_fast(raw: dict[str, Any], source: str) -> DossierEvent | None:
             return None
         body["due_at"] = due_at.astimezone(_UTC)
     step = raw.get("step")
+    attributes = raw.get("attributes")
+    # Containers only as step and attributes, each flat: any deeper shape is the full path's (depth limit).
+    containers = 0
+    for value in raw.values():
+        if type(value) is dict or type(value) is list:
+            containers += 1
+    if containers != (type(step) is dict) + (type(attributes) is dict):
+        return None
     if step is not None:
         if type(step) is not dict:
             return None
+        for value in step.values():
+            if type(value) is dict or type(value) is list:
+                return None
         step_body: dict[str, Any] = {}
         parts: dict[str, Any] = {}
         for name in ("name", "handler"):
@@ -311,7 +350,6 @@ def _validate_fast(raw: dict[str, Any], source: str) -> DossierEvent | None:
             parts[name] = value
         step = _new(Step, parts)
         body["step"] = step_body
-    attributes = raw.get("attributes")
     if attributes is None:
         attributes = {}
     else:
@@ -327,6 +365,8 @@ def _validate_fast(raw: dict[str, Any], source: str) -> DossierEvent | None:
             elif key in INT_ATTRIBUTES:
                 if type(value) is not int:
                     return None
+            elif type(value) is dict or type(value) is list:
+                return None  # the full path bounds its depth
             kept[key] = value
         attributes = kept
         if kept:
@@ -351,6 +391,8 @@ def _validate_full(raw: Any, source: str) -> DossierEvent | Rejection:
     """Every check in the contract's order: the first that fails is the event's rejection."""
     if not isinstance(raw, dict):
         return Rejection(Reason.NOT_AN_OBJECT, "each event must be a JSON object")
+    if nested_deeper_than(raw, MAX_DEPTH):
+        return Rejection(Reason.TOO_DEEP, f"an event may nest objects and arrays at most {MAX_DEPTH} levels deep")
     codes = {}
     for name, limit in (("event_id", 128), ("dossier_code", 64), ("unit_code", 64), ("procedure_code", 64)):
         value = _code(raw, name, limit)

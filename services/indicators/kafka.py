@@ -446,11 +446,10 @@ class KafkaApplier:
                 for d, check in zip(decoded, checks):
                     if isinstance(check, DossierEvent):
                         continue
-                    event_id = d.item.value.get("event_id") if isinstance(d.item.value, dict) else None
                     letters.append(DeadLetter(
                         transport=TRANSPORT, reason=check.reason, detail=check.detail,
                         raw=_raw_text(d.value, settings.max_event_bytes), source=d.source,
-                        event_id=event_id if isinstance(event_id, str) else None, kafka_topic=d.tp.topic,
+                        event_id=d.item.event_id(), kafka_topic=d.tp.topic,
                         kafka_partition=d.tp.partition, kafka_offset=d.offset,
                     ))
                     counts["rejected"][check.reason] = counts["rejected"].get(check.reason, 0) + 1

@@ -7,6 +7,7 @@ rules for what is accepted are written once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
 from typing import Any
 
 import orjson
@@ -40,8 +41,32 @@ class Item:
     @property
     def raw(self) -> str:
         if self._raw is None:
-            self._raw = orjson.dumps(self.value).decode()
+            self._raw = compact_json(self.value)
         return self._raw
+
+    def event_id(self) -> str | None:
+        """The event_id the item claims, when it is one we could have accepted (kept with its dead letter)."""
+        value = self.value
+        if type(value) is dict:
+            claimed = value.get("event_id")
+            if type(claimed) is str and 0 < len(claimed) <= MAX_EVENT_ID:
+                return claimed
+        return None
+
+
+MAX_EVENT_ID = 128
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON text, whatever its depth (orjson stops at 255 levels, the standard
+    library at Python's recursion limit): a dead letter never fails its batch."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except (RecursionError, ValueError, TypeError):
+            return '"(nested too deep to keep)"'
 
     def __repr__(self) -> str:
         return f"Item({self.index!r}, {self.value!r}, rejection={self.rejection!r})"
@@ -156,8 +181,8 @@ async def intake(
                                   "the first one stands", "event_id")
             else:
                 entry = {"index": item.index}
-                if isinstance(item.value, dict) and isinstance(item.value.get("event_id"), str):
-                    entry["event_id"] = item.value["event_id"]
+                if (claimed := item.event_id()) is not None:
+                    entry["event_id"] = claimed
             entry.update(status="rejected", **check.as_dict())
             result.rejected += 1
             results.append(entry)

@@ -64,8 +64,8 @@ class KafkaPublisher:
                 result.accepted += 1
                 result.new_events.append(check)
             else:
-                if isinstance(item.value, dict) and isinstance(item.value.get("event_id"), str):
-                    entry["event_id"] = item.value["event_id"]
+                if (claimed := item.event_id()) is not None:
+                    entry["event_id"] = claimed
                 entry.update(status="rejected", **check.as_dict())
                 result.rejected += 1
                 letters.append(DeadLetter(transport="http", reason=check.reason, detail=check.detail, raw=item.raw,

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest.http import read_limited_body
-from services.ingest.intake import Item, dead_letter_body, intake
+from services.ingest.intake import Item, compact_json, dead_letter_body, intake
 from services.ingest.portal_mapping import SERVICES, MappedPayload, map_payload
 from shared.auth import Principal
 from shared.events import Reason, Rejection
@@ -117,7 +117,7 @@ async def _accept(request: Request, runtime, who: Principal, allowed, payload: d
     raw_records = payload["data"]
     for record in mapped.items:
         if record.rejection is not None:
-            raw = orjson.dumps(raw_records[record.index]).decode()
+            raw = compact_json(raw_records[record.index])
             items.append(Item(len(items), raw_records[record.index], raw, record.rejection))
             owner.append(record.index)
             continue

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from typing import Any
 import orjson
 
 from services.indicators.rules.dossier import PROVISIONAL
-from shared.events import Reason, Rejection
+from shared.events import MAX_DEPTH, Reason, Rejection, is_ascii_digits, nested_deeper_than
 from shared.timeutil import VIETNAM
 
 SNAPSHOT = "DongBoHoSoMC"
@@ -92,7 +93,7 @@ def parse_portal_time(value: Any, name: str) -> dt.datetime | None | Rejection:
     text = str(value).strip()
     if not text:
         return None
-    if len(text) != 14 or not text.isdigit():
+    if len(text) != 14 or not is_ascii_digits(text):
         return Rejection(Reason.BAD_TIMESTAMP, f"{name} must be yyyyMMddHHmmss (Vietnam time), not {value!r}", name)
     try:
         return dt.datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]),
@@ -118,7 +119,7 @@ def _small_int(value: Any, name: str, low: int, high: int, reason: str, *, requi
     text = _text(value)
     if not text:
         return Rejection(Reason.MISSING_FIELD, f"{name} is required", name) if required else None
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not is_ascii_digits(text) or not low <= int(text) <= high:
         return Rejection(reason, f"{name} must be a number from {low} to {high}, not {value!r}", name)
     return int(text)
 
@@ -180,10 +181,13 @@ def _items(value: Any) -> list[dict] | None:
 
 def _amount(value: Any) -> float | None:
     text = _text(value).replace(",", "")
+    if not text or not text.isascii():  # float() would read "１２" and "٢"
+        return None
     try:
-        return float(text) if text else None
+        amount = float(text)
     except ValueError:
         return None
+    return amount if math.isfinite(amount) else None
 
 
 def snapshot_attributes(dossier: dict) -> dict[str, Any]:
@@ -351,6 +355,10 @@ def map_payload(payload: Any, *, service: str | None = None,
         return Rejection(PortalReason.DATA_NOT_ARRAY, "data must be an array of records", "data")
     items = []
     for index, record in enumerate(data):
+        if nested_deeper_than(record, MAX_DEPTH):
+            items.append(MappedItem(index, None, (), Rejection(
+                Reason.TOO_DEEP, f"a record may nest objects and arrays at most {MAX_DEPTH} levels deep")))
+            continue
         if named == SNAPSHOT:
             code, mapped = map_snapshot(record, madonvi, check)
         else:
