@@ -42,6 +42,7 @@ from aiokafka.errors import IllegalStateError
 from services.indicators.engine import IndicatorEngine, history_event_of
 from services.indicators.rules.dossier import HistoryEvent
 from services.ingest.intake import Item, check_items
+from services.ingest.ownership import claim_owners
 from services.ingest.store import ACCEPTED, CONFLICT, DeadLetter, store_dead_letters, store_events
 from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
@@ -427,6 +428,9 @@ class KafkaApplier:
                 apg = await driver_connection(conn)
                 # Events first: they need nothing else from the batch before (a duplicate of one of its
                 # events waits for its commit, then counts as a duplicate).
+                # Events of a trusted topic name the owners of the dossiers they open (no check: the
+                # HTTP ingest checked its events before producing them).
+                await claim_owners(apg, good)
                 seqs: dict[tuple[str, str], int] = {}
                 outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
                 for i, outcome in zip(good_positions, outcomes):

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from services.ingest.ownership import check_owners
 from services.ingest.store import ACCEPTED, CONFLICT, DUPLICATE, DeadLetter, store_dead_letters, store_events
 from shared.db.notify import announce_events_queued
 from shared.db.raw import driver_connection
@@ -149,6 +150,18 @@ def check_items(
     return out
 
 
+async def check_ownership(conn, checked: list[DossierEvent | Rejection], *, allowed_units: tuple[str, ...] | None,
+                          runtime: Runtime) -> None:
+    """Claim the owners of new dossiers and turn every event its key may not add into ``not_owner``
+    (in place; on the caller's transaction, so the claims commit with the events)."""
+    positions = [i for i, c in enumerate(checked) if isinstance(c, DossierEvent)]
+    verdicts = await check_owners(conn, [checked[i] for i in positions],  # type: ignore[misc]
+                                  allowed_units=allowed_units, units=runtime.units)
+    for i, verdict in zip(positions, verdicts):
+        if verdict is not None:
+            checked[i] = verdict
+
+
 async def intake(
     runtime: Runtime,
     items: list[Item],
@@ -160,11 +173,12 @@ async def intake(
 ) -> IntakeResult:
     """Validate and durably store a batch in one transaction; rejected items go to the dead letters."""
     checked = check_items(items, source=source, runtime=runtime, allowed_units=allowed_units)
-    good = [c for c in checked if isinstance(c, DossierEvent)]
     result = IntakeResult()
     results = result.results
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
+        await check_ownership(apg, checked, allowed_units=allowed_units, runtime=runtime)
+        good = [c for c in checked if isinstance(c, DossierEvent)]
         outcomes, seqs = await store_events(apg, good, transport=transport, enqueue=enqueue)
         next_outcome = iter(outcomes).__next__  # outcomes come in the order of the good items
         letters = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from services.ingest.intake import IntakeResult, Item, check_items
+from services.ingest.intake import IntakeResult, Item, check_items, check_ownership
 from services.ingest.store import DeadLetter, store_dead_letters
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent
@@ -43,6 +43,11 @@ class KafkaPublisher:
     async def __call__(self, runtime: Runtime, items: list[Item], *, source: str,
                        allowed_units: tuple[str, ...] | None) -> IntakeResult:
         checked = check_items(items, source=source, runtime=runtime, allowed_units=allowed_units)
+        # Ownership is decided here, at the edge, before anything reaches the topic (claims commit first:
+        # a claim whose events then fail to be produced names the unit that will re-send them).
+        async with runtime.engine.begin() as conn:
+            await check_ownership(await driver_connection(conn), checked, allowed_units=allowed_units,
+                                  runtime=runtime)
         topic = runtime.settings.kafka_topic
         headers = [(SOURCE_HEADER, source.encode())]
         result = IntakeResult()

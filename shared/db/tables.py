@@ -117,6 +117,15 @@ counters = Table(
     Column("value", BigInteger, nullable=False),
 )
 
+# The unit that received each dossier: only keys bound to its subtree may add events (ingest/ownership.py).
+dossier_owners = Table(
+    "dossier_owners",
+    metadata,
+    Column("dossier_code", String(64), primary_key=True),
+    Column("unit_code", String(64), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
