@@ -37,7 +37,9 @@ async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
     url = await asyncio.to_thread(resolve_database_url, settings)
     if run_migrations:
         await migrate(url)
-    engine = create_engine(url, pool_size=settings.db_pool_size)
+    engine = create_engine(url, pool_size=settings.db_pool_size,
+                           statement_timeout_ms=settings.db_statement_timeout_ms,
+                           lock_timeout_ms=settings.db_lock_timeout_ms)
     calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
     runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
     if settings.units_file:
@@ -64,8 +66,10 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         engine = IndicatorEngine(rt.calendar, settings.policy)
         app.state.indicator_engine = engine
         background: list = []
+        app.state.ready_checks = {}  # /readyz: name -> async check answering "ok" or what is wrong
         if "indicators" in roles:
             worker = QueueWorker(rt, engine)
+            app.state.ready_checks["indicators"] = worker.ready
             # In Kafka mode too: events queued in the database before the switch to Kafka are applied
             # (nothing new is queued there then; an empty queue costs one cheap poll per idle period).
             worker.start(apply_queue=True)
@@ -172,5 +176,5 @@ async def _start_kafka(app: FastAPI, rt: Runtime, engine: IndicatorEngine, roles
                 return state
         return "ok"
 
-    app.state.kafka_ready = kafka_ready
+    app.state.ready_checks["kafka"] = kafka_ready
     return started

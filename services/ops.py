@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -18,19 +19,20 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The store (and Kafka, if configured) are reachable")
+@router.get("/readyz", summary="The store (and Kafka, if configured) are reachable, and the appliers of this "
+            "process are keeping up (not stalled, no partition stopped by an offset reset)")
 async def readyz(request: Request):
     runtime = request.app.state.runtime
     checks = {}
     try:
-        async with runtime.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(5.0):  # a pool exhausted or a server gone quiet is "not ready", promptly
+            async with runtime.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    kafka_check = getattr(request.app.state, "kafka_ready", None)
-    if kafka_check is not None:
-        checks["kafka"] = await kafka_check()
+    for name, check in getattr(request.app.state, "ready_checks", {}).items():
+        checks[name] = await check()
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)

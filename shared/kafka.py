@@ -35,6 +35,13 @@ KAFKA_ABANDONED = Counter(
     "dvc766_kafka_abandoned_batches_total",
     "Batches rolled back unapplied because the batch before them failed or a rebalance came between",
 )
+KAFKA_OFFSET_RESETS = Counter(
+    "dvc766_kafka_offset_resets_total",
+    "Partitions found with their stored position beyond the log (topic recreated or log lost): stopped, not skipped",
+    ["topic", "partition"],
+)
+KAFKA_HALTED = Gauge("dvc766_kafka_partition_halted", "1 while a partition is stopped by an offset reset",
+                     ["topic", "partition"])
 KAFKA_PRODUCED = Counter("dvc766_kafka_produced_total", "Events produced to the canonical topic", ["origin"])
 
 
@@ -60,13 +67,17 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(settings: Settings, *, group_id: str, client_id: str | None = None) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, *, group_id: str, client_id: str | None = None,
+                  auto_offset_reset: str = "none") -> AIOKafkaConsumer:
+    """A consumer that never commits to Kafka. ``auto_offset_reset`` "none" (the indicators worker): a
+    position the broker no longer has (the log was lost or truncated) raises, for the worker to stop on
+    (services/indicators/kafka.py), instead of jumping elsewhere in the log."""
     return AIOKafkaConsumer(
         **_common(settings),
         group_id=group_id,
         client_id=client_id or "dvc766",
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=auto_offset_reset,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,

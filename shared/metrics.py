@@ -32,9 +32,46 @@ DOSSIERS_OPEN = Gauge("dvc766_dossiers_open", "Received dossiers not yet finishe
 DOSSIERS_OPEN_OVERDUE = Gauge("dvc766_dossiers_open_overdue", "Open dossiers past their deadline now")
 DEADLINES_CROSSED = Counter("dvc766_deadlines_crossed_total", "Open dossiers turned overdue by the clock alone")
 PENDING_EVENTS = Gauge("dvc766_pending_events", "Accepted events waiting to be applied (database queue)")
-SECONDS_SINCE_LAST_APPLY = Gauge("dvc766_seconds_since_last_applied_event", "Seconds since an event was last applied")
+LAST_APPLIED = Gauge(
+    "dvc766_last_applied_timestamp_seconds", "When a batch of events was last committed to the counters (Unix time)",
+    multiprocess_mode="max",
+)
+APPLY_STALLED = Gauge(
+    "dvc766_apply_stalled_seconds",
+    "How long an applier of this process has had work pending without committing any (0 when idle or keeping up)",
+)
+TIME_BEHIND = Gauge(
+    "dvc766_time_behind_seconds",
+    "How far behind the newest accepted event the counters are, in seconds (0 when nothing is pending)",
+)
 HTTP_REQUESTS = Counter("dvc766_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("dvc766_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+LAST_SWEEP = Gauge("dvc766_last_sweep_timestamp_seconds", "When the deadline sweep last completed (Unix time)",
+                   multiprocess_mode="max")
+SWEEP_FAILURES = Counter("dvc766_sweep_failures_total", "Deadline sweeps (with the gauges' refresh) that failed")
+LAST_SNAPSHOT = Gauge("dvc766_last_scheduled_snapshot_timestamp_seconds",
+                      "When a scheduled snapshot was last taken (Unix time)", multiprocess_mode="max")
+SNAPSHOT_FAILURES = Counter("dvc766_scheduled_snapshot_failures_total", "Scheduled snapshot attempts that failed")
+
+# The appliers running in this process (services/indicators): the two gauges above are read from them
+# when scraped, so they keep moving while an applier is blocked (a stuck batch cannot freeze them).
+_appliers: list = []
+
+
+def watch_applier(applier) -> None:
+    """``applier`` has ``stalled_seconds()`` and ``behind_seconds()``; read at every scrape until unwatched."""
+    _appliers.append(applier)
+
+
+def unwatch_applier(applier) -> None:
+    if applier in _appliers:
+        _appliers.remove(applier)
+
+
+APPLY_STALLED.set_function(lambda: max((a.stalled_seconds() for a in _appliers), default=0.0))
+TIME_BEHIND.set_function(lambda: max((a.behind_seconds() for a in _appliers), default=0.0))
 
 
 def render() -> tuple[bytes, str]:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     data_dir: Path = Path(".dvc766")
     db_pool_size: int = 10
+    # Every statement and every lock wait of the services ends in an error after this long (0: never), so a
+    # locked table shows as failing batches, a stalled applier and a failing /readyz, not a silent wait.
+    db_statement_timeout_ms: int = Field(120_000, ge=0)
+    db_lock_timeout_ms: int = Field(15_000, ge=0)
 
     # Kafka. Absent: no Kafka; events go through the database.
     kafka_bootstrap_servers: str | None = None
@@ -114,6 +118,9 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_ms: int | None = None
     kafka_request_timeout_ms: int = 30000
     kafka_linger_ms: int = 5
+    # A partition whose stored position stays beyond the log's end for this long (the topic was recreated
+    # or the broker lost its log) is stopped with an error, never skipped (services/indicators/kafka.py).
+    kafka_reset_confirm_seconds: float = Field(5.0, ge=0)
 
     # Auth.
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
@@ -145,6 +152,8 @@ class Settings(BaseSettings):
     # applied in the same process invalidates them at once.
     score_cache_seconds: float = 1.0
     apply_idle_poll_seconds: float = 0.2
+    # An applier with work pending that committed nothing for this long reports itself not ready (/readyz).
+    apply_stall_seconds: float = Field(120.0, gt=0)
     # How often open dossiers are checked for a deadline the clock has crossed (the API shows it by then).
     sweep_interval_seconds: float = 15.0
     # Scheduled self-evaluation snapshots (last day of each quarter, 19/12) are taken from this local

@@ -25,6 +25,13 @@ could then wait for N+1 while holding what N needs.
 Kafka's own committed offsets are never used (no auto-commit): on assignment the worker bumps the
 partition's epoch, reads the stored offset and seeks there. A crash anywhere leaves either the whole
 batch committed or none of it; the messages are then read again from the stored offsets.
+
+Nothing is skipped when the log itself is lost (a broker restarted empty, a topic deleted and
+recreated, a truncated log): a stored position the broker no longer has — beyond the log's end for
+``kafka_reset_confirm_seconds``, or refused as out of range — or, on assignment, a message before the
+stored position that is not the one applied there (its produce time is stored with the offset: the log
+was refilled past our position), stops that partition with an error log, ``dvc766_kafka_offset_resets_total`` and ``dvc766_kafka_partition_halted``, and /readyz fails,
+until an operator recovers it (deploy/README.md, "Kafka log lost").
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
 
 from services.indicators.engine import IndicatorEngine, history_event_of
 from services.indicators.rules.dossier import HistoryEvent
@@ -51,7 +58,9 @@ from shared.kafka import (
     KAFKA_ABANDONED,
     KAFKA_DEAD_LETTERS,
     KAFKA_FENCED,
+    KAFKA_HALTED,
     KAFKA_LAG,
+    KAFKA_OFFSET_RESETS,
     KAFKA_REBALANCES,
     SOURCE_HEADER,
     make_consumer,
@@ -65,7 +74,9 @@ from shared.metrics import (
     EVENTS_APPLIED,
     EVENTS_DUPLICATE,
     EVENTS_REJECTED,
-    SECONDS_SINCE_LAST_APPLY,
+    LAST_APPLIED,
+    unwatch_applier,
+    watch_applier,
 )
 from shared.runtime import Runtime
 from shared.timeutil import utcnow
@@ -101,6 +112,7 @@ class InFlight:
 class Owned:
     epoch: int
     position: int  # next offset to apply, as stored
+    last_timestamp_ms: int | None = None  # produce time of the message before it, as stored
 
 
 @dataclass
@@ -178,8 +190,17 @@ class KafkaApplier:
         self.producer = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._last_applied = time.monotonic()
         self.applied_batches = 0
+        # Partitions stopped by an offset reset (the reason), and those whose stored position was first
+        # seen beyond the log's end at that moment (monotonic), to be confirmed before stopping.
+        self.halted: dict[TopicPartition, str] = {}
+        self._beyond_end_since: dict[TopicPartition, float] = {}
+        # Partitions whose last applied message is to be read again and compared (its stored produce time).
+        self._verify: dict[TopicPartition, int] = {}
+        # When the worker last committed a batch or found nothing pending (monotonic), and per partition
+        # the produce time (Unix seconds) of the last applied message, or of the first one fetched.
+        self._progress_at = time.monotonic()
+        self._applied_time: dict[TopicPartition, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -190,10 +211,12 @@ class KafkaApplier:
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="dvc766-kafka-apply")
+        watch_applier(self)
         log.info("kafka applier started", extra={"topic": self.topic, "group": self.group, "member": self.member})
 
     async def stop(self) -> None:
         """Finish the batch in flight (it commits whole), then leave the group."""
+        unwatch_applier(self)
         self._stopping.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,7 +230,113 @@ class KafkaApplier:
     async def ready(self) -> str:
         if self._task is None or self._task.done():
             return "not running"
+        if self.halted:
+            return "halted: " + "; ".join(self.halted[tp] for tp in sorted(self.halted))
+        stalled = self.stalled_seconds()
+        if stalled > self.settings.apply_stall_seconds:
+            return f"stalled: no batch committed for {stalled:.0f} s while messages are pending"
         return "ok"
+
+    def stalled_seconds(self) -> float:
+        return time.monotonic() - self._progress_at
+
+    def behind_seconds(self) -> float:
+        """Per owned partition with messages pending: seconds since the produce time of the last message
+        applied (or, before any, of the first fetched); the largest."""
+        now = time.time()
+        behind = 0.0
+        for tp, owned in list(self.owned.items()):
+            if self._pending(tp, owned) and tp in self._applied_time:
+                behind = max(behind, now - self._applied_time[tp])
+        return behind
+
+    def _pending(self, tp: TopicPartition, owned: Owned) -> bool:
+        with contextlib.suppress(Exception):
+            highwater = self.consumer.highwater(tp)
+            return highwater is not None and highwater > owned.position
+        return False
+
+    # -- offset resets -----------------------------------------------------------------------------
+
+    def _check_log_ends(self) -> None:
+        """A stored position beyond the log's end (seen in fetch answers) is confirmed for
+        ``kafka_reset_confirm_seconds`` (a new leader may briefly answer with an older end), then halts."""
+        now = time.monotonic()
+        for tp, owned in list(self.owned.items()):
+            if tp in self.halted:
+                continue
+            with contextlib.suppress(Exception):
+                highwater = self.consumer.highwater(tp)
+                if highwater is None or highwater >= owned.position:
+                    self._beyond_end_since.pop(tp, None)
+                    continue
+                since = self._beyond_end_since.setdefault(tp, now)
+                if now - since >= self.settings.kafka_reset_confirm_seconds:
+                    self._halt(tp, owned.position, f"the log ends at offset {highwater}")
+
+    def _halt(self, tp: TopicPartition, position: int, found: str) -> None:
+        """Stop applying a partition whose stored position the broker no longer has. Applying the log as it
+        is now would skip (or misread) every message between its end and our position."""
+        if tp in self.halted:
+            return
+        self.halted[tp] = (f"{tp.topic}[{tp.partition}]: stored position {position}, {found} "
+                           "(offset reset: the log was lost or recreated)")
+        self._beyond_end_since.pop(tp, None)
+        KAFKA_OFFSET_RESETS.labels(tp.topic, str(tp.partition)).inc()
+        KAFKA_HALTED.labels(tp.topic, str(tp.partition)).set(1)
+        with contextlib.suppress(IllegalStateError, AssertionError, KeyError):
+            self.consumer.pause(tp)
+        log.error("kafka offset reset: partition stopped, nothing skipped; see deploy/README.md 'Kafka log lost'",
+                  extra={"topic": tp.topic, "partition": tp.partition, "stored_position": position,
+                         "found": found, "group": self.group, "member": self.member})
+
+    def _start_of(self, tp: TopicPartition, owned: Owned) -> int:
+        """Where to read a partition from: its stored position, or the message before it while unverified."""
+        return owned.position - 1 if tp in self._verify else owned.position
+
+    def _verified(self, tp: TopicPartition, owned: Owned, messages: list) -> list:
+        """The fetched messages after the check of the last applied one (empty: halted, or not there yet)."""
+        expected = self._verify[tp]
+        before = owned.position - 1
+        first = messages[0]
+        if first.offset < before:
+            return []  # fetched before the seek: read again
+        if first.offset == owned.position:
+            # The log now begins at our position (retention removed what was applied; a recreated log
+            # would begin at 0): nothing to compare, nothing lost.
+            del self._verify[tp]
+            return messages
+        if first.offset > before:
+            self._halt(tp, owned.position, f"the log now begins at offset {first.offset}")
+            return []
+        if first.timestamp != expected:
+            self._halt(tp, owned.position, f"the message at offset {before} was produced at {first.timestamp} ms, "
+                                           f"the one applied there at {expected} ms")
+            return []
+        del self._verify[tp]
+        return messages[1:]
+
+    async def _out_of_range(self, tp: TopicPartition, offset: int) -> None:
+        """The broker has no message at ``offset``. Only while checking the last applied message, and the log
+        begins after it but not after our position (retention removed applied messages only), is that fine."""
+        owned = self.owned.get(tp)
+        if owned is None:
+            return
+        if tp in self._verify and offset == owned.position - 1:
+            with contextlib.suppress(Exception):
+                begins = (await self.consumer.beginning_offsets([tp]))[tp]
+                if 0 < begins <= owned.position:
+                    del self._verify[tp]
+                    self.planned[tp] = owned.position
+                    self.consumer.seek(tp, owned.position)
+                    return
+        self._halt(tp, owned.position, f"the broker has no offset {offset} (out of range)")
+
+    def _forget_halt(self, tp: TopicPartition) -> None:
+        self._beyond_end_since.pop(tp, None)
+        if self.halted.pop(tp, None) is not None:
+            with contextlib.suppress(Exception):
+                KAFKA_HALTED.remove(tp.topic, str(tp.partition))
 
     # -- rebalances --------------------------------------------------------------------------------
 
@@ -217,6 +346,9 @@ class KafkaApplier:
             for tp in revoked:
                 self.owned.pop(tp, None)
                 self.planned.pop(tp, None)
+                self._applied_time.pop(tp, None)
+                self._verify.pop(tp, None)
+                self._forget_halt(tp)  # its new owner finds the reset again
                 with contextlib.suppress(Exception):
                     KAFKA_LAG.remove(tp.topic, str(tp.partition))
 
@@ -237,8 +369,11 @@ class KafkaApplier:
                     await asyncio.sleep(1.0)
             for tp, owned in claims.items():
                 self.owned[tp] = owned
-                self.planned[tp] = owned.position
-                self.consumer.seek(tp, owned.position)
+                if owned.position > 0 and owned.last_timestamp_ms is not None:
+                    self._verify[tp] = owned.last_timestamp_ms  # read the last applied message again first
+                start = self._start_of(tp, owned)
+                self.planned[tp] = start
+                self.consumer.seek(tp, start)
                 self.consumer.resume(tp)
         log.info("partitions assigned", extra={"member": self.member,
                                                "partitions": {tp.partition: o.position for tp, o in claims.items()}})
@@ -255,13 +390,14 @@ class KafkaApplier:
                    ORDER BY t, p
                    ON CONFLICT (group_id, topic, partition)
                    DO UPDATE SET epoch = k.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
-                   RETURNING topic, partition, next_offset, epoch""",
+                   RETURNING topic, partition, next_offset, epoch, last_timestamp_ms""",
                 self.group,
                 [tp.topic for tp in assigned],
                 [tp.partition for tp in assigned],
                 self.member,
             )
-        return {TopicPartition(r["topic"], r["partition"]): Owned(r["epoch"], r["next_offset"]) for r in rows}
+        return {TopicPartition(r["topic"], r["partition"]): Owned(r["epoch"], r["next_offset"], r["last_timestamp_ms"])
+                for r in rows}
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -275,6 +411,10 @@ class KafkaApplier:
                 records = await self.consumer.getmany(
                     timeout_ms=settings.kafka_poll_timeout_ms, max_records=settings.kafka_max_batch_records
                 )
+            except OffsetOutOfRangeError as exc:  # the broker no longer has a position we asked for
+                for tp, offset in (exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}).items():
+                    await self._out_of_range(tp, offset)
+                continue
             except Exception:
                 log.exception("polling kafka failed; retrying")
                 await self._sleep(1.0)
@@ -288,6 +428,8 @@ class KafkaApplier:
                 if previous is not None:
                     await asyncio.wait([previous.task])
                     previous = None
+                elif not any(self._pending(tp, o) for tp, o in list(self.owned.items()) if tp not in self.halted):
+                    self._progress_at = time.monotonic()  # idle and caught up is not a stall
             else:
                 stored = asyncio.Event()
                 current = InFlight(asyncio.create_task(self._apply(*batch, after=previous, stored=stored)), stored)
@@ -297,8 +439,8 @@ class KafkaApplier:
                     if previous is not None:
                         await asyncio.wait([previous.task])
                     previous = current
-            SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
             self._update_lag()
+            self._check_log_ends()
         if previous is not None:  # stopping: the batch in flight finishes (it commits whole)
             await asyncio.wait([previous.task])
 
@@ -316,11 +458,17 @@ class KafkaApplier:
         plan: dict[TopicPartition, tuple[int, int]] = {}
         for tp, messages in records.items():
             owned = self.owned.get(tp)
-            if owned is None:
-                continue  # revoked while the batch was fetched: the new owner reads it
+            if owned is None or tp in self.halted:
+                continue  # revoked while the batch was fetched (the new owner reads it), or stopped
+            if tp in self._verify:
+                messages = self._verified(tp, owned, messages)
+                if tp in self._verify or tp in self.halted:
+                    continue
+                self.planned[tp] = owned.position
             start = self.planned.get(tp, owned.position)
             fresh = [m for m in messages if m.offset >= start]
             if fresh:
+                self._applied_time.setdefault(tp, fresh[0].timestamp / 1000)
                 batch[tp] = fresh
                 plan[tp] = (owned.epoch, start)
                 self.planned[tp] = fresh[-1].offset + 1
@@ -356,7 +504,10 @@ class KafkaApplier:
         for reason, n in counts["rejected"].items():
             EVENTS_REJECTED.labels(TRANSPORT, reason).inc(n)
             KAFKA_DEAD_LETTERS.labels(reason).inc(n)
-        self._last_applied = time.monotonic()
+        self._progress_at = time.monotonic()
+        for tp, messages in batch.items():
+            self._applied_time[tp] = messages[-1].timestamp / 1000
+        LAST_APPLIED.set(time.time())
         self.applied_batches += 1
         return size
 
@@ -368,9 +519,10 @@ class KafkaApplier:
         """
         self.generation += 1
         for tp, owned in self.owned.items():
-            self.planned[tp] = owned.position
+            start = self._start_of(tp, owned)
+            self.planned[tp] = start
             with contextlib.suppress(IllegalStateError, AssertionError, KeyError):
-                self.consumer.seek(tp, owned.position)
+                self.consumer.seek(tp, start)
 
     async def _after_fenced(self, tp: TopicPartition) -> None:
         with contextlib.suppress(Exception):
@@ -468,11 +620,13 @@ class KafkaApplier:
                 for tp in sorted(batch):
                     epoch, start = plan[tp]
                     moved = await apg.fetchval(
-                        """UPDATE kafka_offsets SET next_offset = $6, owner = $7, updated_at = now()
+                        """UPDATE kafka_offsets SET next_offset = $6, owner = $7, last_timestamp_ms = $8,
+                               updated_at = now()
                            WHERE group_id = $1 AND topic = $2 AND partition = $3 AND epoch = $4
                              AND next_offset = $5
                            RETURNING 1""",
                         self.group, tp.topic, tp.partition, epoch, start, batch[tp][-1].offset + 1, self.member,
+                        batch[tp][-1].timestamp,
                     )
                     if not moved:
                         raise Fenced(tp)
@@ -486,6 +640,7 @@ class KafkaApplier:
                 owned = self.owned.get(tp)
                 if owned is not None and owned.epoch == plan[tp][0]:
                     owned.position = messages[-1].offset + 1
+                    owned.last_timestamp_ms = messages[-1].timestamp
         finally:
             if stored is not None:
                 stored.set()  # (failed before its events were stored: the next batch need not wait)

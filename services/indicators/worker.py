@@ -23,8 +23,14 @@ from shared.metrics import (
     DOSSIERS_OPEN,
     DOSSIERS_OPEN_OVERDUE,
     EVENTS_APPLIED,
+    LAST_APPLIED,
+    LAST_SNAPSHOT,
+    LAST_SWEEP,
     PENDING_EVENTS,
-    SECONDS_SINCE_LAST_APPLY,
+    SNAPSHOT_FAILURES,
+    SWEEP_FAILURES,
+    unwatch_applier,
+    watch_applier,
 )
 from shared.runtime import Runtime
 from shared.timeutil import VIETNAM, utcnow
@@ -61,6 +67,7 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
     APPLY_SECONDS.observe(time.perf_counter() - started)
     APPLY_BATCH_SIZE.observe(len(rows))
     EVENTS_APPLIED.inc(len(rows))
+    LAST_APPLIED.set(time.time())
     return len(rows)
 
 
@@ -77,7 +84,8 @@ async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
     return crossed
 
 
-async def refresh_gauges(runtime: Runtime) -> None:
+async def refresh_gauges(runtime: Runtime) -> dt.datetime | None:
+    """Set the dossier and queue gauges; returns when the oldest queued event was accepted (None: none)."""
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         row = await apg.fetchrow(
@@ -85,9 +93,13 @@ async def refresh_gauges(runtime: Runtime) -> None:
                FROM dossiers WHERE ended_at IS NULL AND received_at IS NOT NULL"""
         )
         pending = await apg.fetchval("SELECT count(*) FROM pending_events")
+        oldest = await apg.fetchval(
+            """SELECT e.accepted_at FROM pending_events p JOIN events e ON e.seq = p.seq ORDER BY p.seq LIMIT 1"""
+        )
     DOSSIERS_OPEN.set(row["open"])
     DOSSIERS_OPEN_OVERDUE.set(row["overdue"])
     PENDING_EVENTS.set(pending)
+    return oldest
 
 
 async def take_scheduled_snapshot(runtime: Runtime, now: dt.datetime | None = None) -> list[dict]:
@@ -119,14 +131,37 @@ class QueueWorker:
         self.engine = engine
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._last_applied = time.monotonic()
+        self.applies_queue = False
+        # When the apply loop last finished a round without error (a batch committed, or the queue found
+        # empty); a round blocked on a lock or failing over and over leaves it behind.
+        self._progress_at = time.monotonic()
+        self._oldest_pending_at: dt.datetime | None = None
 
     def start(self, *, apply_queue: bool = True) -> None:
         if apply_queue:
+            self.applies_queue = True
             self._tasks.append(asyncio.create_task(self._apply_loop(), name="dvc766-apply"))
+            watch_applier(self)
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="dvc766-sweep"))
 
+    def stalled_seconds(self) -> float:
+        return time.monotonic() - self._progress_at if self.applies_queue else 0.0
+
+    def behind_seconds(self) -> float:
+        if self._oldest_pending_at is None:
+            return 0.0
+        return max(0.0, (utcnow() - self._oldest_pending_at).total_seconds())
+
+    async def ready(self) -> str:
+        if any(task.done() for task in self._tasks):
+            return "not running"
+        stalled = self.stalled_seconds()
+        if stalled > self.runtime.settings.apply_stall_seconds:
+            return f"stalled: no batch applied for {stalled:.0f} s while events are queued"
+        return "ok"
+
     async def stop(self) -> None:
+        unwatch_applier(self)
         self._stopping.set()
         self.runtime.events_waiting.set()
         for task in self._tasks:
@@ -141,12 +176,11 @@ class QueueWorker:
                 applied = await apply_pending(self.runtime, self.engine, settings.apply_batch_size)
             except Exception:  # the store went away mid-batch: nothing was committed; retry shortly
                 log.exception("applying a batch failed; it stays queued")
-                applied = 0
                 await self._sleep(1.0)
-            if applied:
-                self._last_applied = time.monotonic()
-            SECONDS_SINCE_LAST_APPLY.set(time.monotonic() - self._last_applied)
+                continue
+            self._progress_at = time.monotonic()
             if applied < settings.apply_batch_size:
+                self._oldest_pending_at = None  # the queue was drained (or another worker holds it)
                 await self._wait_for_events(settings.apply_idle_poll_seconds)
 
     async def _sweep_loop(self) -> None:
@@ -155,10 +189,19 @@ class QueueWorker:
             try:
                 while await sweep(self.runtime, self.engine):
                     pass
-                await refresh_gauges(self.runtime)
-                await take_scheduled_snapshot(self.runtime)
+                LAST_SWEEP.set(time.time())
+                oldest = await refresh_gauges(self.runtime)
+                if self.applies_queue:
+                    self._oldest_pending_at = oldest
             except Exception:
+                SWEEP_FAILURES.inc()
                 log.exception("deadline sweep failed; will retry")
+            try:
+                if await take_scheduled_snapshot(self.runtime):
+                    LAST_SNAPSHOT.set(time.time())
+            except Exception:
+                SNAPSHOT_FAILURES.inc()
+                log.exception("scheduled snapshot failed; will retry")
             await self._sleep(interval)
 
     async def _wait_for_events(self, timeout: float) -> None:

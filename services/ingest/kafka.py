@@ -96,7 +96,8 @@ class UpstreamBridge:
 
     async def start(self) -> None:
         settings = self.settings
-        self.consumer = make_consumer(settings, group_id=f"{settings.kafka_group_id}-ingest", client_id="dvc766-ingest")
+        self.consumer = make_consumer(settings, group_id=f"{settings.kafka_group_id}-ingest", client_id="dvc766-ingest",
+                                      auto_offset_reset="earliest")  # a new group starts at the beginning
         self.consumer.subscribe([settings.kafka_upstream_topic])
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="dvc766-upstream-bridge")

@@ -155,6 +155,8 @@ kafka_offsets = Table(
     Column("epoch", BigInteger, nullable=False, server_default="0"),
     Column("owner", String(255), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Produce time of the message just before next_offset: checked on assignment (migration 20261204_2050).
+    Column("last_timestamp_ms", BigInteger, nullable=True),
 )
 
 # --- Issue 4: feeds and snapshots (migration 0003) ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import orjson
 import pytest
@@ -92,13 +93,16 @@ async def test_consumes_dedupes_and_dead_letters_poison(kafka_rt):
         await asyncio.sleep(0.3)  # a poll round after the last batch refreshes the gauges
         lag = {p: REGISTRY.get_sample_value("dvc766_kafka_consumer_lag", {"topic": s.kafka_topic,
                                                                           "partition": str(p)}) for p in ends}
-        since = _metric("dvc766_seconds_since_last_applied_event")
+        applied_at = _metric("dvc766_last_applied_timestamp_seconds")
+        stalled = _metric("dvc766_apply_stalled_seconds")
+        behind = _metric("dvc766_time_behind_seconds")
     finally:
         await applier.stop()
     assert _metric("dvc766_kafka_dead_letters_total", reason="invalid_json") - before["invalid_json"] == 2
     assert _metric("dvc766_kafka_dead_letters_total", reason="conflict") - before["conflict"] == 1
     assert _metric("dvc766_kafka_rebalances_total", group=s.kafka_group_id) - rebalances == 1
-    assert lag == {p: 0.0 for p in ends} and 0 <= since < 30
+    assert lag == {p: 0.0 for p in ends} and 0 <= time.time() - applied_at < 30
+    assert 0 <= stalled < 5 and behind == 0  # caught up and idle: neither stalled nor behind
     assert _metric("dvc766_apply_batch_events_count") >= 1
 
     assert await live_counters(kafka_rt) == reference_counters(kafka_rt, stream, s.kafka_source)
