@@ -12,7 +12,7 @@ from shared.units import load_units_text
 router = APIRouter(tags=["admin"])
 
 
-@router.put("/v1/units", summary="Add or update units (JSON array or CSV with code, name, level, parent)")
+@router.put("/v1/units", summary="Add or update units (JSON array or CSV with code, name, level, parent, identifier)")
 async def put_units(request: Request, _: Principal = Depends(admin)):
     runtime: Runtime = request.app.state.runtime
     body = (await request.body()).decode("utf-8", errors="replace")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ class Principal:
     role: str
     source: str
     units: tuple[str, ...]
+    portal_ok_code: int | str = 0  # the national portal's "kept" error_code, as this key's system reads it
 
     def can_read(self) -> bool:
         return self.role in ("reader", "admin")
@@ -31,6 +34,7 @@ class Principal:
 class KeyRing:
     def __init__(self, keys: dict[str, ApiKey]) -> None:
         self._keys = [(k.encode(), v) for k, v in keys.items()]
+        self._by_fingerprint = {_fingerprint(k.encode()): (k.encode(), v) for k, v in keys.items()}
         # Known keys already looked up -> their principal (never unknown ones: the memo stays as small
         # as the ring). A ring is immutable: keys change by replacing ``app.state.keyring``, which drops
         # the memo with it, so a revoked key stops working at once.
@@ -47,9 +51,32 @@ class KeyRing:
                 found = spec
         if found is None:
             return None
-        name = found.name or found.source or found.role
-        source = found.source or (f"admin:{name}" if found.role == "admin" else name)
-        return Principal(name=name, role=found.role, source=source, units=tuple(found.units))
+        return _principal(found)
+
+    # Session tokens: what the national portal's login call issues and its sync calls carry (the body's
+    # ``session``). A token is bound to the key that logged in (its fingerprint, signed with the key
+    # itself) and expires; it needs no state, so every ingest process accepts it, and it dies with its key.
+
+    def issue_session(self, presented: str, seconds: int, now: float | None = None) -> str | None:
+        key = presented.encode()
+        if self.lookup(presented) is None:
+            return None
+        expires = int((time.time() if now is None else now) + seconds)
+        payload = f"{SESSION_PREFIX}{_fingerprint(key)}.{expires}"
+        return f"{payload}.{_sign(key, payload)}"
+
+    def lookup_session(self, token: str, now: float | None = None) -> Principal | None | str:
+        """The principal a session token stands for; None if not a valid token; "expired" if it was one."""
+        if not token.startswith(SESSION_PREFIX):
+            return None
+        payload, _, signature = token.rpartition(".")
+        fingerprint, _, expires = payload[len(SESSION_PREFIX):].partition(".")
+        entry = self._by_fingerprint.get(fingerprint)
+        if entry is None or not expires.isdigit() or not hmac.compare_digest(_sign(entry[0], payload), signature):
+            return None
+        if int(expires) < (time.time() if now is None else now):
+            return "expired"
+        return _principal(entry[1])
 
     def lookup_cached(self, presented: str) -> Principal | None:
         """``lookup`` for hot read paths. The memo is a dict keyed by the presented string: its lookup
@@ -61,6 +88,24 @@ class KeyRing:
             if found is not None:
                 self._known[presented] = found
         return found
+
+
+SESSION_PREFIX = "dvcs1."
+
+
+def _fingerprint(key: bytes) -> str:
+    return hashlib.sha256(b"dvc766-key:" + key).hexdigest()[:24]
+
+
+def _sign(key: bytes, payload: str) -> str:
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _principal(spec: ApiKey) -> Principal:
+    name = spec.name or spec.source or spec.role
+    source = spec.source or (f"admin:{name}" if spec.role == "admin" else name)
+    return Principal(name=name, role=spec.role, source=source, units=tuple(spec.units),
+                     portal_ok_code=spec.portal_ok_code)
 
 
 def first_run_admin_key(settings: Settings) -> dict[str, ApiKey]:

@@ -35,9 +35,10 @@ class Runtime:
     async def reload_units(self) -> UnitTree:
         async with self.engine.connect() as conn:
             apg = await driver_connection(conn)
-            rows = await apg.fetch("SELECT code, name, level, parent_code, e_certified_copy FROM units")
+            rows = await apg.fetch("SELECT code, name, level, parent_code, e_certified_copy, identifier FROM units")
         self.units = UnitTree(
-            Unit(r["code"], r["name"], r["level"], r["parent_code"], r["e_certified_copy"]) for r in rows
+            Unit(r["code"], r["name"], r["level"], r["parent_code"], r["e_certified_copy"], r["identifier"])
+            for r in rows
         )
         return self.units
 
@@ -48,17 +49,19 @@ async def upsert_units(engine: AsyncEngine, units: list[Unit]) -> int:
     async with engine.begin() as conn:
         apg = await driver_connection(conn)
         await apg.execute(
-            """INSERT INTO units (code, name, level, parent_code, e_certified_copy, updated_at)
-               SELECT c, n, l, p, e, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                   $5::boolean[]) AS u(c, n, l, p, e)
+            """INSERT INTO units (code, name, level, parent_code, e_certified_copy, identifier, updated_at)
+               SELECT c, n, l, p, e, i, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                   $5::boolean[], $6::text[]) AS u(c, n, l, p, e, i)
                ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, level = EXCLUDED.level,
                    parent_code = EXCLUDED.parent_code,
                    e_certified_copy = COALESCE(EXCLUDED.e_certified_copy, units.e_certified_copy),
+                   identifier = COALESCE(EXCLUDED.identifier, units.identifier),
                    updated_at = now()""",
             [u.code for u in units],
             [u.name for u in units],
             [u.level for u in units],
             [u.parent for u in units],
             [u.e_certified_copy for u in units],
+            [u.identifier for u in units],
         )
     return len(units)

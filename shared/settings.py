@@ -20,6 +20,9 @@ class ApiKey(BaseModel):
     source: str | None = None  # the event source recorded for events posted with this key
     units: list[str] = Field(default_factory=list)  # units (and their subtrees) a source key may post for
     name: str | None = None
+    # The portal's "kept" error_code as this key's system compares it: 0 (the portal's; compared as a
+    # number or the string "0") or "00" (older OpenCPS versions compare the string "00").
+    portal_ok_code: Literal[0, "00"] = 0
 
 
 class CalendarSettings(BaseModel):
@@ -51,6 +54,10 @@ class PolicySettings(BaseModel):
     # 3.6 counts in the period of the processing start; a fee-bearing dossier never put in processing
     # (no status 4) counts in its received period, or not at all.
     payment_period_fallback: Literal["received", "exclude"] = "received"
+    # 3.6's denominator: dossiers that say they bear fees, or also every dossier whose procedure bears fees
+    # in the catalogue (the portal's formula description; for systems that list fee lines only once paid).
+    # "dossier" reproduces the reference data as loaded in tests/support/reference.py.
+    fee_bearing: Literal["dossier", "catalogue"] = "dossier"
     # 4.3 for a unit that manages no commune (a department): full marks (the portal shows 100%) or no_data.
     e_copy_without_communes: Literal["full", "no_data"] = "full"
     # 5.3: which feedback items referencing a dossier count as "a complaint or a not-satisfied rating".
@@ -72,6 +79,16 @@ class PolicySettings(BaseModel):
             (0.0, "Yếu"),
         ]
     )
+
+
+class PortalSettings(BaseModel):
+    """The national portal's sync calls (``/v1/dvcqg``) as real one-stop-shop systems make them."""
+
+    # Lifetime of a session token issued by the login call (systems log in before every sync).
+    session_seconds: int = Field(3600, ge=60)
+    # DSKetNoiCSDL ``MaCSDL`` codes that name the national population database (4.5 / 4.7). The portal's
+    # code list is not public: set it to the codes your systems send for that database.
+    population_db_codes: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -168,6 +185,7 @@ class Settings(BaseSettings):
 
     calendar: CalendarSettings = Field(default_factory=CalendarSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
 
     @field_validator("database_url")
     @classmethod

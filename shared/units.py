@@ -19,9 +19,11 @@ class Unit:
     level: str
     parent: str | None = None
     e_certified_copy: bool | None = None
+    identifier: str | None = None  # the portal's electronic identifier (mã định danh), e.g. 000.00.07.H44
 
     def as_dict(self) -> dict:
-        return {"code": self.code, "name": self.name, "level": self.level, "parent": self.parent}
+        return {"code": self.code, "name": self.name, "level": self.level, "parent": self.parent,
+                "identifier": self.identifier}
 
 
 class UnitTree:
@@ -34,6 +36,10 @@ class UnitTree:
         for kids in self.children.values():
             kids.sort()
         self._subtrees: dict[str, tuple[str, ...]] = {}
+        self.by_identifier: dict[str, str] = {u.identifier: u.code for u in self.units.values() if u.identifier}
+        self._by_name: dict[str, list[str]] = {}
+        for unit in self.units.values():
+            self._by_name.setdefault(_name_key(unit.name), []).append(unit.code)
 
     def __contains__(self, code: str) -> bool:
         return code in self.units
@@ -43,6 +49,19 @@ class UnitTree:
 
     def get(self, code: str) -> Unit | None:
         return self.units.get(code)
+
+    def resolve(self, code_or_identifier: str | None) -> str | None:
+        """Our code for a unit named by our code or by its electronic identifier (mã định danh)."""
+        if not code_or_identifier:
+            return None
+        if code_or_identifier in self.units:
+            return code_or_identifier
+        return self.by_identifier.get(code_or_identifier)
+
+    def named_within(self, name: str, ancestors: Iterable[str]) -> str | None:
+        """The one unit under ``ancestors`` whose name is ``name`` (case and spacing ignored), if exactly one."""
+        found = [c for c in self._by_name.get(_name_key(name), ()) if self.is_within(c, ancestors)]
+        return found[0] if len(found) == 1 else None
 
     def subtree(self, code: str) -> tuple[str, ...]:
         """The unit and all its descendants."""
@@ -79,6 +98,10 @@ class UnitTree:
         return False
 
 
+def _name_key(name: str) -> str:
+    return " ".join((name or "").split()).casefold()
+
+
 def normalise_level(level: str, parent_level: str | None) -> str:
     level = (level or "").strip().upper()
     if level == "PARENT":
@@ -99,8 +122,20 @@ def _truthy(value) -> bool | None:
     return str(value).strip().lower() in ("1", "true", "yes", "y")
 
 
+IDENTIFIER_COLUMNS = ("identifier", "ma_dinh_danh", "maDinhDanh", "MaDinhDanh")
+
+
+def _identifier(record: dict) -> str | None:
+    for column in IDENTIFIER_COLUMNS:
+        value = record.get(column)
+        if value not in (None, ""):
+            return str(value).strip() or None
+    return None
+
+
 def parse_units(records: Iterable[dict]) -> list[Unit]:
-    """Build units from records with code, name, level, parent (portal CSV column names accepted too)."""
+    """Build units from records with code, name, level, parent and optional identifier (mã định danh);
+    portal CSV column names are accepted too."""
     raw = []
     for record in records:
         code = (record.get("code") or record.get("departmentCode") or "").strip()
@@ -113,6 +148,7 @@ def parse_units(records: Iterable[dict]) -> list[Unit]:
                 "level": (record.get("level") or "").strip().upper(),
                 "parent": (record.get("parent") or record.get("parent_code") or "").strip() or None,
                 "e_certified_copy": _truthy(record.get("e_certified_copy")),
+                "identifier": _identifier(record),
             }
         )
     by_code = {r["code"]: r for r in raw}
@@ -126,7 +162,8 @@ def parse_units(records: Iterable[dict]) -> list[Unit]:
         parent_level = by_code[parent]["level"] if parent in by_code else None
         if parent_level == "PARENT":
             parent_level = "PROVINCE"
-        units.append(Unit(r["code"], r["name"], normalise_level(r["level"], parent_level), parent, r["e_certified_copy"]))
+        units.append(Unit(r["code"], r["name"], normalise_level(r["level"], parent_level), parent, r["e_certified_copy"],
+                          r["identifier"]))
     return units
 
 

@@ -140,26 +140,39 @@ def event_from_compact(item: list) -> HistoryEvent:
     )
 
 
+@dataclass(frozen=True)
+class ProcedureTerms:
+    """The catalogue's terms for a dossier's (unit, procedure)."""
+
+    legal_days: float | None = None
+    fee_required: bool = False
+
+
+NO_TERMS = ProcedureTerms()
+
+
 class IndicatorEngine:
     def __init__(self, calendar: WorkingCalendar, policy: PolicySettings) -> None:
         self.calendar = calendar
         self.policy = policy
 
-    async def legal_days(self, conn: asyncpg.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-        """Legal processing time (working days) of (unit, procedure) pairs, from the catalogue if loaded."""
+    async def legal_days(self, conn: asyncpg.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], ProcedureTerms]:
+        """What the catalogue says of (unit, procedure) pairs, where loaded: legal processing time (working
+        days) and whether the procedure bears fees."""
         if not pairs:
             return {}
         units, procedures = zip(*pairs)
         rows = await conn.fetch(
-            """SELECT DISTINCT ON (unit_code, procedure_code) unit_code, procedure_code, legal_days
+            """SELECT DISTINCT ON (unit_code, procedure_code) unit_code, procedure_code, legal_days, fee_required
                FROM procedures
                WHERE (unit_code, procedure_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-                 AND legal_days IS NOT NULL
                ORDER BY unit_code, procedure_code, valid_from DESC""",
             list(units),
             list(procedures),
         )
-        return {(r["unit_code"], r["procedure_code"]): float(r["legal_days"]) for r in rows}
+        return {(r["unit_code"], r["procedure_code"]): ProcedureTerms(
+                    float(r["legal_days"]) if r["legal_days"] is not None else None, r["fee_required"])
+                for r in rows}
 
     def evaluate(
         self, code: str, history: list[HistoryEvent], now: dt.datetime, legal_days: dict
@@ -167,14 +180,16 @@ class IndicatorEngine:
         facts = derive_facts(code, history, self.calendar)
         if facts.received_at is None:
             return facts, None, None
+        terms = legal_days.get((facts.unit_code, facts.procedure_code)) or NO_TERMS
         timeliness = assess(
             facts,
             self.calendar,
-            legal_days=legal_days.get((facts.unit_code, facts.procedure_code)),
+            legal_days=terms.legal_days,
             due_policy=self.policy.due_time,
         )
         return facts, timeliness, contribution_of(
-            facts, timeliness, self.calendar, now, payment_period_fallback=self.policy.payment_period_fallback
+            facts, timeliness, self.calendar, now, payment_period_fallback=self.policy.payment_period_fallback,
+            fee_bearing_procedure=terms.fee_required and self.policy.fee_bearing == "catalogue",
         )
 
     async def recompute(

@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from services.ingest.intake import dead_letter_body, decode_json, decode_ndjson, intake
+from services.ingest.intake import dead_letter_body, decode_json, decode_ndjson, submit
 from shared.auth import Principal, source_or_admin
 from shared.events import Reason, Rejection
 from shared.problems import Problem, problem_response
@@ -63,12 +63,8 @@ async def post_events(request: Request, who: Principal = Depends(poster)):
         raise Problem(413, "too_many_events", f"at most {settings.max_batch_events} events per request, "
                       f"got {len(items)}")
     allowed = None if who.role == "admin" else who.units
-    publisher = getattr(request.app.state, "publish_events", None)  # State keeps attributes in _state
-    if publisher is not None:  # Kafka mode: produce to the topic before answering
-        result = await publisher(runtime, items, source=who.source, allowed_units=allowed)
-    else:
-        result = await intake(runtime, items, source=who.source, transport="http", allowed_units=allowed,
-                              enqueue=True)
+    result = await submit(request.app.state, runtime, items, source=who.source, transport="http",
+                          allowed_units=allowed)
     status = 200 if (result.accepted or result.duplicates) else 422
     if status == 422:
         return problem_response(422, "all_rejected", "every event in the batch was rejected", **result.summary())

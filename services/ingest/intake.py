@@ -216,6 +216,16 @@ async def intake(
     return result
 
 
+async def submit(app_state: Any, runtime: Runtime, items: list[Item], *, source: str, transport: str,
+                 allowed_units: tuple[str, ...] | None) -> IntakeResult:
+    """The one door for dossier events (canonical or mapped from the portal's payloads): in Kafka mode
+    produced to the topic before answering, else stored and queued for the indicators worker."""
+    publisher = getattr(app_state, "publish_events", None)  # State keeps attributes in _state
+    if publisher is not None:
+        return await publisher(runtime, items, source=source, transport=transport, allowed_units=allowed_units)
+    return await intake(runtime, items, source=source, transport=transport, allowed_units=allowed_units, enqueue=True)
+
+
 async def dead_letter_body(runtime: Runtime, *, source: str, transport: str, rejection: Rejection, raw: bytes) -> None:
     """Keep a whole rejected body (not JSON at all, or too large) with its reason."""
     EVENTS_REJECTED.labels(transport, rejection.reason).inc()
@@ -226,4 +236,4 @@ async def dead_letter_body(runtime: Runtime, *, source: str, transport: str, rej
                                                    source=source)])
 
 
-__all__ = ["Item", "IntakeResult", "decode_json", "decode_ndjson", "intake", "dead_letter_body", "DUPLICATE"]
+__all__ = ["Item", "IntakeResult", "decode_json", "decode_ndjson", "intake", "submit", "dead_letter_body", "DUPLICATE"]

@@ -1,6 +1,7 @@
 """The ingest edge on the Kafka path.
 
-- ``KafkaPublisher``: in Kafka mode ``POST /v1/events`` validates each event (the same
+- ``KafkaPublisher``: in Kafka mode ``POST /v1/events`` and ``POST /v1/dvcqg`` (the one submit path,
+  :func:`services.ingest.intake.submit`) validate each event (the same
   ``check_items`` as the database path) and produces the valid ones to the canonical topic, keyed by
   dossier_code, with acks=all, before answering 2xx. Rejected ones are answered with their reasons
   and kept in the dead letters, as on the database path. The source (the API key's) travels in a
@@ -40,7 +41,7 @@ class KafkaPublisher:
     def __init__(self, producer) -> None:
         self.producer = producer
 
-    async def __call__(self, runtime: Runtime, items: list[Item], *, source: str,
+    async def __call__(self, runtime: Runtime, items: list[Item], *, source: str, transport: str = "http",
                        allowed_units: tuple[str, ...] | None) -> IntakeResult:
         checked = check_items(items, source=source, runtime=runtime, allowed_units=allowed_units)
         # Ownership is decided here, at the edge, before anything reaches the topic (claims commit first:
@@ -73,14 +74,14 @@ class KafkaPublisher:
                     entry["event_id"] = claimed
                 entry.update(status="rejected", **check.as_dict())
                 result.rejected += 1
-                letters.append(DeadLetter(transport="http", reason=check.reason, detail=check.detail, raw=item.raw,
+                letters.append(DeadLetter(transport=transport, reason=check.reason, detail=check.detail, raw=item.raw,
                                           source=source, event_index=item.index, event_id=entry.get("event_id")))
-                EVENTS_REJECTED.labels("http", check.reason).inc()
+                EVENTS_REJECTED.labels(transport, check.reason).inc()
             result.results.append(entry)
         if letters:
             async with runtime.engine.begin() as conn:
                 await store_dead_letters(await driver_connection(conn), letters)
-        KAFKA_PRODUCED.labels("http").inc(result.accepted)
+        KAFKA_PRODUCED.labels(transport).inc(result.accepted)
         return result
 
 

@@ -1,14 +1,21 @@
-"""``POST /v1/dvcqg``: the national portal's own sync calls, accepted unchanged (events.md §4).
+"""``POST /v1/dvcqg``: the national portal's own sync calls, accepted unchanged (events.md §4, clients.md).
 
-A province connects its one-stop-shop system (VNPT iGate, OpenCPS, in-house) by adding one URL to
-the sync it already runs: ``DongBoHoSoMC`` (dossier snapshots) and ``CapNhatTienDoHoSoMC`` (step
-records), on ``/v1/dvcqg`` or the path variants systems use (``/v1/dvcqg/DongBoHoSoMC``, …).
+A province connects its one-stop-shop system (OpenCPS, TD DichVuCong, VNPT iGate, in-house) by pointing
+the sync it already runs at this URL: ``DongBoHoSoMC`` (dossier snapshots) and ``CapNhatTienDoHoSoMC``
+(step records), on ``/v1/dvcqg`` or with the service in the path (``/v1/dvcqg/DongBoHoSoMC``, …). The
+call is the portal's JSON envelope, or a bare array with the unit (``madonvi`` / ``MaDinhDanhDV``) and
+``isUpdating`` in the query string, as provincial gateways relay it.
 
-Auth as the portal's callers expect it: a token per calling system (``Authorization: Bearer`` or a
-``token`` header), which is one of our API keys (role ``source``, bound to its units; or ``admin``).
-Replies use the portal's shape, ``{"error_code": 0, "message": ...}``, non-zero with a reason, and
-one result per element of ``data`` (its index, MaHoSo, status and, when refused, a machine-readable
-reason). The mapped events go through :func:`services.ingest.intake.intake`, the one acceptance path.
+Auth as those systems send it: the portal's login call (``POST /v1/dvcqg/login`` with ``username`` and
+``password`` = one of our API keys) issues an expiring session token bound to that key and its units,
+which the sync calls carry in the body's ``session``; or the key (or token) itself as
+``Authorization: Bearer``, a ``token`` header, or ``token`` / ``session`` in the query string (for
+systems whose URL is all that can be configured). The ``dstcode`` header some systems send is accepted
+and ignored.
+
+Replies use the portal's shape, ``{"error_code": 0, "message": "Thành công"}`` only when every record
+was kept (accepted or already known), non-zero with a reason otherwise, and one result per record. The
+mapped events go through :func:`services.ingest.intake.submit`, the one door for dossier events.
 """
 
 from __future__ import annotations
@@ -20,9 +27,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest.http import read_limited_body
-from services.ingest.intake import Item, compact_json, dead_letter_body, intake
-from services.ingest.portal_mapping import SERVICES, MappedPayload, map_payload
+from services.ingest.intake import Item, compact_json, dead_letter_body, submit
+from services.ingest.portal_mapping import (
+    LOOKUP_DOSSIER,
+    LOOKUPS,
+    SERVICES,
+    Envelope,
+    MappedPayload,
+    blank_personal,
+    blank_personal_text,
+    map_payload,
+    read_envelope,
+)
 from shared.auth import Principal
+from shared.db.raw import driver_connection
 from shared.events import Reason, Rejection
 from shared.problems import Problem
 
@@ -31,13 +49,13 @@ TRANSPORT = "dvcqg"
 
 
 class ErrorCode:
-    """The reply's ``error_code`` (0 = every element accepted or already known)."""
+    """The reply's ``error_code`` (0 = every record kept: accepted or already known)."""
 
     OK = 0
-    PARTIAL = 1  # some elements refused; the others stand
+    PARTIAL = 1  # some records refused; the others stand
     ALL_REJECTED = 2
     BAD_PAYLOAD = 3  # not JSON, not the portal's shape, unknown service, data not an array
-    AUTH = 4  # no token, unknown token, or a token that may not sync for this unit
+    AUTH = 4  # no credentials, unknown or expired ones, or a key that may not sync for this unit
     TOO_LARGE = 5
 
 
@@ -51,9 +69,10 @@ MESSAGES = {
 }
 
 
-def portal_reply(http_status: int, error_code: int, *, reason: str | None = None, detail: str | None = None,
-                 **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error_code": error_code, "message": MESSAGES[error_code]}
+def portal_reply(http_status: int, error_code: int, *, ok_code: int | str = 0, reason: str | None = None,
+                 detail: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error_code": ok_code if error_code == ErrorCode.OK else error_code,
+                            "message": MESSAGES[error_code]}
     if reason:
         body["reason"] = reason
     if detail:
@@ -62,16 +81,26 @@ def portal_reply(http_status: int, error_code: int, *, reason: str | None = None
     return JSONResponse(body, status_code=http_status)
 
 
-def caller(request: Request) -> Principal | JSONResponse:
-    """The calling system, from ``Authorization: Bearer <token>`` or a ``token`` header."""
+def _presented(request: Request, body_session: str) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else ""
-    token = token or request.headers.get("token", "").strip()
-    if not token:
+    return ((token.strip() if scheme.lower() == "bearer" else "") or request.headers.get("token", "").strip()
+            or request.query_params.get("token", "").strip() or request.query_params.get("session", "").strip()
+            or body_session)
+
+
+def caller(request: Request, body_session: str = "") -> Principal | JSONResponse:
+    """The calling system, from a session token or an API key, wherever the system puts it."""
+    presented = _presented(request, body_session)
+    if not presented:
         return portal_reply(401, ErrorCode.AUTH, reason="unauthenticated",
-                            detail="send the system's token as 'Authorization: Bearer <token>'")
-    found = request.app.state.keyring.lookup(token)
+                            detail="log in at /v1/dvcqg/login and send the session in the body's 'session', "
+                                   "or send an API key as 'Authorization: Bearer <key>'")
+    keyring = request.app.state.keyring
+    found = keyring.lookup_session(presented)
+    if found == "expired":
+        return portal_reply(401, ErrorCode.AUTH, reason="session_expired", detail="the session expired; log in again")
+    found = found or keyring.lookup(presented)
     if found is None:
         return portal_reply(401, ErrorCode.AUTH, reason="bad_api_key", detail="this token is not known")
     if found.role not in ("source", "admin"):
@@ -80,9 +109,6 @@ def caller(request: Request) -> Principal | JSONResponse:
 
 
 async def _handle(request: Request, path_service: str | None) -> JSONResponse:
-    who = caller(request)
-    if isinstance(who, JSONResponse):
-        return who
     runtime = request.app.state.runtime
     settings = runtime.settings
     try:
@@ -92,33 +118,73 @@ async def _handle(request: Request, path_service: str | None) -> JSONResponse:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        who = caller(request)
+        if isinstance(who, JSONResponse):
+            return who
         rejection = Rejection(Reason.INVALID_JSON, f"body is not JSON: {exc}")
-        await dead_letter_body(runtime, source=who.source, transport=TRANSPORT, rejection=rejection, raw=body)
+        raw = blank_personal_text(body.decode("utf-8", "replace")).encode()
+        await dead_letter_body(runtime, source=who.source, transport=TRANSPORT, rejection=rejection, raw=raw)
         return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason=rejection.reason, detail=rejection.detail)
-    mapped = map_payload(payload, service=path_service, is_unit=runtime.units.__contains__)
+    session = payload.get("session") if isinstance(payload, dict) else None
+    who = caller(request, session.strip() if isinstance(session, str) else "")
+    if isinstance(who, JSONResponse):
+        return who
+    envelope = read_envelope(payload, query=request.query_params, service=path_service)
+    if isinstance(envelope, Rejection):
+        return await _refuse_payload(runtime, who, envelope, payload)
+    if envelope.service in LOOKUPS:
+        return await _lookup(runtime, who, envelope, payload)
+    allowed = None if who.role == "admin" else who.units
+    mapped = map_payload(envelope, runtime.units, allowed=allowed, population_db_codes=settings.portal.population_db_codes)
     if isinstance(mapped, Rejection):
-        await dead_letter_body(runtime, source=who.source, transport=TRANSPORT, rejection=mapped, raw=body)
-        return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason=mapped.reason, detail=mapped.detail,
-                            field=mapped.field)
+        return await _refuse_payload(runtime, who, mapped, payload)
     if len(mapped.items) > settings.max_batch_events:
         return portal_reply(413, ErrorCode.TOO_LARGE, reason="too_many_events",
                             detail=f"at most {settings.max_batch_events} records per call, got {len(mapped.items)}")
-    allowed = None if who.role == "admin" else who.units
     if allowed is not None and mapped.madonvi in runtime.units and not runtime.units.is_within(mapped.madonvi, allowed):
         return portal_reply(403, ErrorCode.AUTH, reason=Reason.UNIT_NOT_ALLOWED,
-                            detail=f"this token may not sync for unit {mapped.madonvi!r}")
-    return await _accept(request, runtime, who, allowed, payload, mapped)
+                            detail=f"this key may not sync for unit {mapped.madonvi!r}")
+    return await _accept(request, runtime, who, allowed, envelope, mapped)
 
 
-async def _accept(request: Request, runtime, who: Principal, allowed, payload: dict, mapped: MappedPayload):
+async def _refuse_payload(runtime, who: Principal, rejection: Rejection, payload: Any) -> JSONResponse:
+    raw = compact_json(blank_personal(payload)).encode()
+    await dead_letter_body(runtime, source=who.source, transport=TRANSPORT, rejection=rejection, raw=raw)
+    return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason=rejection.reason, detail=rejection.detail,
+                        field=rejection.field)
+
+
+async def _lookup(runtime, who: Principal, envelope: Envelope, payload: Any) -> JSONResponse:
+    """The look-ups systems make on the sync URL: whether a dossier is known (``TraCuuHoSo``), a
+    procedure's name and field (``LayThuTuc``), answered as the portal does (``result``: a list)."""
+    body = payload if isinstance(payload, dict) else {}
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        if envelope.service == LOOKUP_DOSSIER:
+            code = str(body.get("MaHoSo") or "").strip()
+            known = code and await apg.fetchval(
+                "SELECT 1 FROM events WHERE dossier_code = $1 AND source = $2 LIMIT 1", code, who.source)
+            result = [{"MaHoSo": code}] if known else []
+        else:
+            code = str(body.get("MaTTHC") or "").strip()
+            row = code and await apg.fetchrow(
+                "SELECT name, field_code, field_name FROM procedures WHERE procedure_code = $1 AND NOT removed "
+                "ORDER BY valid_from DESC LIMIT 1", code)
+            result = [{"MATTHC": code, "TENTTHC": row["name"] or "",
+                       "LINHVUCTHUCHIEN": [{"MALINHVUC": row["field_code"] or "", "TENLINHVUC": row["field_name"] or ""}]}
+                      ] if row else []
+    return portal_reply(200, ErrorCode.OK, ok_code=who.portal_ok_code, service=envelope.service, result=result)
+
+
+async def _accept(request: Request, runtime, who: Principal, allowed, envelope: Envelope, mapped: MappedPayload):
     # Every canonical event (and every refused record, to be dead-lettered with its reason) is one intake item.
     items: list[Item] = []
     owner: list[int] = []  # intake item -> portal record index
-    raw_records = payload["data"]
+    raw_records = envelope.data
     for record in mapped.items:
         if record.rejection is not None:
-            raw = compact_json(raw_records[record.index])
-            items.append(Item(len(items), raw_records[record.index], raw, record.rejection))
+            kept = blank_personal(raw_records[record.index])
+            items.append(Item(len(items), kept, compact_json(kept), record.rejection))
             owner.append(record.index)
             continue
         for event in record.events:
@@ -129,12 +195,8 @@ async def _accept(request: Request, runtime, who: Principal, allowed, payload: d
         for r in mapped.items
     ]
     if items:
-        publisher = request.app.state.__dict__.get("publish_events")
-        if publisher is not None:  # Kafka mode: produce to the topic before answering
-            outcome = await publisher(runtime, items, source=who.source, allowed_units=allowed)
-        else:
-            outcome = await intake(runtime, items, source=who.source, transport=TRANSPORT, allowed_units=allowed,
-                                   enqueue=True)
+        outcome = await submit(request.app.state, runtime, items, source=who.source, transport=TRANSPORT,
+                               allowed_units=allowed)
         seen: dict[int, set[str]] = {}
         for entry in outcome.results:
             record_index = owner[entry["index"]]
@@ -163,14 +225,38 @@ async def _accept(request: Request, runtime, who: Principal, allowed, payload: d
     }
     if code == ErrorCode.ALL_REJECTED:
         return portal_reply(422, code, reason="all_rejected", detail="every record of data was refused", **summary)
-    return portal_reply(200, code, **summary)
+    return portal_reply(200, code, ok_code=who.portal_ok_code, **summary)
+
+
+async def _login(request: Request) -> JSONResponse:
+    runtime = request.app.state.runtime
+    try:
+        body = orjson.loads(await read_limited_body(request, 64 * 1024))
+    except (orjson.JSONDecodeError, Problem):
+        body = None
+    password = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(password, str) or not password.strip():
+        return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason="missing_field",
+                            detail="send {\"username\": <your system>, \"password\": <your API key>}", field="password")
+    keyring = request.app.state.keyring
+    who = keyring.lookup(password.strip())
+    if who is None:
+        return portal_reply(401, ErrorCode.AUTH, reason="bad_api_key", detail="this key is not known")
+    if who.role not in ("source", "admin"):
+        return portal_reply(403, ErrorCode.AUTH, reason="forbidden", detail=f"role {who.role!r} may not sync dossiers")
+    seconds = runtime.settings.portal.session_seconds
+    token = keyring.issue_session(password.strip(), seconds)
+    return portal_reply(200, ErrorCode.OK, ok_code=who.portal_ok_code, session=token, expires_in=seconds)
 
 
 _DESCRIPTION = (
     "The national portal's sync calls, unchanged: `{\"service\": \"DongBoHoSoMC\", \"madonvi\": ..., "
-    "\"isUpdating\": ..., \"data\": [dossier]}` or `{\"service\": \"CapNhatTienDoHoSoMC\", \"madonvi\": ..., "
-    "\"data\": [step]}` (string values, yyyyMMddHHmmss Vietnam times). Reply: `{\"error_code\": 0, "
-    "\"message\": ...}`, non-zero with a `reason`, and one result per record of `data`."
+    "\"isUpdating\": ..., \"session\": ..., \"data\": [dossier]}` or `{\"service\": \"CapNhatTienDoHoSoMC\", "
+    "\"madonvi\": ..., \"data\": [step]}`, or a bare array of records with `madonvi` (or `MaDinhDanhDV`) and "
+    "`isUpdating` in the query string (string or plain values, `\"\"` or null for empty, yyyyMMddHHmmss Vietnam "
+    "times). `TraCuuHoSo` and `LayThuTuc` look-ups are answered too. Reply: `{\"error_code\": 0, \"message\": "
+    "\"Thành công\"}` only when every record was kept, non-zero with a `reason` otherwise, and one result per "
+    "record. See docs/integrators.md."
 )
 
 
@@ -180,11 +266,18 @@ async def post_portal(request: Request):
     return await _handle(request, None)
 
 
+@router.post("/v1/dvcqg/login", summary="The portal's login call: an expiring session token for an API key",
+             description="`{\"username\": <system>, \"password\": <API key>}` → `{\"error_code\": 0, \"session\": "
+                         "<token>, \"expires_in\": <seconds>}`; the token is bound to the key and its units.")
+async def post_login(request: Request):
+    return await _login(request)
+
+
 @router.post("/v1/dvcqg/{service}", summary="Sync calls of the national portal, service named in the path",
              description=_DESCRIPTION)
 async def post_portal_service(request: Request, service: str):
     # Systems append the service (and sometimes an api/ prefix or a version) to the base URL they sync to.
-    named = next((s for s in SERVICES if s.lower() == service.lower()), None)
+    named = next((s for s in SERVICES + LOOKUPS if s.lower() == service.lower()), None)
     if named is None:
         return portal_reply(404, ErrorCode.BAD_PAYLOAD, reason="unknown_service",
                             detail=f"service must be one of {', '.join(SERVICES)}, not {service!r}")

@@ -22,11 +22,19 @@ Snapshot -> events:
   first supplement's NgayHenTraTruoc when there is one, else NgayHenTra);
 - each DanhSachHoSoBoSung entry: 5 at NgayBoSung and, once answered, 4 at NgayTiepNhanBoSung carrying
   the new due time NgayHenTraMoi (due-time changes are kept);
-- the end TrangThaiHoSo claims (3, 7, 8, 9; 9 for a dossier at 10) at NgayKetThucXuLy, marked
+- the end TrangThaiHoSo claims (7, 8, 9; 9 for a dossier at 10) at NgayKetThucXuLy, marked
   *provisional*: a step record's reported status at the same instant wins (the known quirk of systems
-  that send 5, 6 and 8 as 9); 10 at NgayTra;
+  that send 5, 6 and 8 as 9); 10 at NgayTra. A claimed end with no time for it keeps the receipt and
+  everything else, and is flagged (``end_time_missing``): the end then comes from the step records, or
+  the rules judge the dossier open;
+- status 1 is not a receipt (one status-1 event, counted nowhere); 3 is a refusal at the door (one
+  status-3 event at NgayTuChoi, else NgayKetThucXuLy, else NgayTiepNhan);
 - the snapshot's latest event is restated with the dossier attributes (DuocSoHoa, DuocTaiSuDung,
   DuocLayTuKhoDMQG, result files, fees, DuocThanhToanTrucTuyen) and the current NgayHenTra.
+
+The unit: the one the MaHoSo prefix names (the portal's dossier codes begin with the receiving unit's
+identifier), else DonViXuLy (a code, identifier or name within the caller's units), else madonvi
+(:func:`attribute_unit`). Personal data (applicant name, contacts, identity numbers) is never mapped.
 
 Step record -> one event: TrangThai at ThoiDiemXuLy with the step (NgayKetThucTheoQuyDinh,
 NgayBatDau, NguoiXuLy, NoiDungXuLy). Step records do not carry the procedure; the dossier's procedure
@@ -39,7 +47,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Callable, Container
+import re
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +57,15 @@ import orjson
 from services.indicators.rules.dossier import PROVISIONAL
 from shared.events import MAX_DEPTH, Reason, Rejection, is_ascii_digits, nested_deeper_than
 from shared.timeutil import VIETNAM
+from shared.units import UnitTree
 
 SNAPSHOT = "DongBoHoSoMC"
 PROGRESS = "CapNhatTienDoHoSoMC"
 SERVICES = (SNAPSHOT, PROGRESS)
+# Look-ups systems make on the same URL before syncing (OpenCPS: is the dossier known? the procedure's name).
+LOOKUP_DOSSIER = "TraCuuHoSo"
+LOOKUP_PROCEDURE = "LayThuTuc"
+LOOKUPS = (LOOKUP_DOSSIER, LOOKUP_PROCEDURE)
 STEP_PROCEDURE = "(tiến độ)"  # steps carry no MaTTHC; never used once the dossier's receipt is known
 ID_PREFIX = "dvcqg"
 MAX_CODE = 64
@@ -164,10 +178,43 @@ def _event(dossier: str, unit: str, procedure: str, status: int, at: dt.datetime
     return {"event_id": event_id_for(dossier, status, at, body), **body}
 
 
+# ------------------------------------------------------------------------------ personal data
+
+# What the indicators never need: the applicant's name, contacts and identity numbers. Kept nowhere; a
+# dead letter keeps the raw record with these blanked.
+PERSONAL_FIELDS = frozenset({
+    "ChuHoSo", "SoDienThoai", "Email", "Fax", "DiaChi", "DiaChiChuHoSo", "SoGiayToChuHoSo", "SoDinhDanh",
+    "DinhDanhCHS", "MaDoiTuong", "NguoiUyQuyen", "EmailChuHoSo", "EmailNguoiUyQuyen", "SoDienThoaiChuHoSo",
+    "SoDienThoaiNguoiUyQuyen", "NgaySinh", "TrichYeuHoSo", "ThongTinKhac", "ThongTinTra",
+})
+# Credentials a body may carry are blanked in dead letters too.
+BLANKED_FIELDS = PERSONAL_FIELDS | {"session", "password", "token"}
+BLANK = ""
+
+
+def blank_personal(value: Any) -> Any:
+    """A copy of ``value`` with every personal field (at any depth) blanked."""
+    if isinstance(value, dict):
+        return {k: (BLANK if k in BLANKED_FIELDS else blank_personal(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [blank_personal(v) for v in value]
+    return value
+
+
+_PERSONAL_TEXT = re.compile(r'("(?:' + "|".join(sorted(BLANKED_FIELDS)) + r')"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def blank_personal_text(text: str) -> str:
+    """The same for a body that is not JSON at all: string values of personal fields blanked."""
+    return _PERSONAL_TEXT.sub(r'\1""', text)
+
+
 # ----------------------------------------------------------------------------------- attributes
 
 RESULT_FILE_FIELDS = ("DuongDanTepTinKetQua", "DuongDanTepTin", "TepDinhKem", "FileKetQua", "UrlKetQua")
 FEE_AMOUNT_FIELDS = ("Gia", "SoTien", "MucPhi", "MucLePhi")
+# DuocTaiSuDung: 1 reused from the citizen's digitised data, 2 reused from a result already issued.
+REUSED_VALUES = frozenset({"1", "2", "true"})
 
 
 def _items(value: Any) -> list[dict] | None:
@@ -190,35 +237,83 @@ def _amount(value: Any) -> float | None:
     return amount if math.isfinite(amount) else None
 
 
-def snapshot_attributes(dossier: dict) -> dict[str, Any]:
+def snapshot_attributes(dossier: dict, population_db_codes: Container[str] = ()) -> dict[str, Any]:
     """The dossier attributes a snapshot states; what it does not report is left out (not set false)."""
     out: dict[str, Any] = {"synced_to_portal": True}  # this very payload is the sync to the national portal
     documents = _items(dossier.get("TaiLieuNop"))
+    if documents is not None:
+        documents = [d for d in documents if not _flag(d.get("IsDeleted"))]  # a deleted attachment is no part
     whole = _flag(dossier.get("HoSoCoThanhPhanSoHoa"))
     if documents is not None or whole is not None:
         out["digitized"] = bool(whole) or any(_flag(d.get("DuocSoHoa")) for d in documents or ())
     if documents is not None:
-        out["reused_digitized"] = any(_flag(d.get("DuocTaiSuDung")) for d in documents)
+        out["reused_digitized"] = any(_text(d.get("DuocTaiSuDung")).lower() in REUSED_VALUES for d in documents)
         out["from_data_store"] = any(_flag(d.get("DuocLayTuKhoDMQG")) for d in documents)
+    vneid = _flag(dossier.get("TaiKhoanDuocXacThucVoiVNeID"))
+    databases = _items(dossier.get("DSKetNoiCSDL"))
+    if vneid is not None or databases is not None:
+        linked = any(_text(d.get("MaCSDL")) in population_db_codes for d in databases or ())
+        out["population_data"] = bool(vneid) or linked
     results = _items(dossier.get("DanhSachGiayToKetQua"))
     if results is not None:
         out["e_result"] = any(_text(r.get(f)) for r in results for f in RESULT_FILE_FIELDS)
     fees = _items(dossier.get("DanhSachLePhi"))
     if fees is not None:
+        # Some systems list fee lines only once paid: whether the dossier bears fees is the catalogue's
+        # to say (3.6's denominator); these lines say only that fee data is present.
         out["fee_data"] = bool(fees)
         amounts = [a for a in (_amount(f.get(k)) for f in fees for k in FEE_AMOUNT_FIELDS) if a is not None]
         out["fee_required"] = any(a > 0 for a in amounts)
     paid = _text(dossier.get("DuocThanhToanTrucTuyen"))
     if paid:
         out["paid_online"] = paid in ("1", "2")  # 1: paid online via the portal, 2: via the province's gateway
+    applicant = _text(dossier.get("LoaiDoiTuong"))
+    if applicant.isdigit():
+        out["applicant_type"] = int(applicant)
     return out
+
+
+# ------------------------------------------------------------------------------------- units
+
+
+def attribute_unit(tree: UnitTree, allowed: tuple[str, ...] | None, dossier_code: str, processing_unit: str,
+                   madonvi: str) -> str:
+    """The unit a dossier belongs to (the text to validate as its unit code; "" when nothing names one).
+
+    The receiving unit its MaHoSo prefix names (portal dossier codes begin with it), when known; else the
+    unit DonViXuLy names (a code, an identifier or a name) within the caller's units; else madonvi.
+    """
+    prefix = dossier_code.split("-", 1)[0] if "-" in dossier_code else ""
+    found = tree.resolve(prefix)
+    if found:
+        return found
+    if processing_unit:
+        scope = allowed if allowed is not None else (tree.resolve(madonvi),) if tree.resolve(madonvi) else None
+        found = tree.resolve(processing_unit)
+        if found and (scope is None or tree.is_within(found, scope)):
+            return found
+        if scope is not None:
+            found = tree.named_within(processing_unit, scope)
+            if found:
+                return found
+    return tree.resolve(madonvi) or madonvi
 
 
 # -------------------------------------------------------------------------------------- mapping
 
+# Dossier attributes naming what a record lacked, so the drill-down can say why a dossier counts as it does.
+END_TIME_MISSING = "end_time_missing"  # the snapshot claims an end (7-10) with no time for it
+PROCEDURE_MISSING = "procedure_missing"  # no MaTTHC: counted under UNKNOWN_PROCEDURE
+UNKNOWN_PROCEDURE = "(chưa rõ thủ tục)"
+ENDING = (7, 8, 9, 10)
 
-def map_snapshot(dossier: Any, madonvi: str, is_unit: Callable[[str], bool]) -> tuple[str | None, list[dict] | Rejection]:
-    """A ``DongBoHoSoMC`` dossier -> canonical events (or the reason it cannot be used)."""
+
+def map_snapshot(dossier: Any, unit_of: Callable[[str, str], str],
+                 population_db_codes: Container[str] = ()) -> tuple[str | None, list[dict] | Rejection]:
+    """A ``DongBoHoSoMC`` dossier -> canonical events (or the reason it cannot be kept at all).
+
+    ``unit_of(MaHoSo, DonViXuLy)`` names the dossier's unit (:func:`attribute_unit`).
+    """
     if not isinstance(dossier, dict):
         return None, Rejection(Reason.NOT_AN_OBJECT, "each element of data must be a JSON object")
     code = _code(dossier, "MaHoSo")
@@ -231,22 +326,36 @@ def map_snapshot(dossier: Any, madonvi: str, is_unit: Callable[[str], bool]) -> 
     if isinstance(channel, Rejection):
         return code, channel
     times: dict[str, dt.datetime | None] = {}
-    for name in ("NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra"):
+    for name in ("NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra", "NgayTuChoi"):
         parsed = parse_portal_time(dossier.get(name), name)
         if isinstance(parsed, Rejection):
             return code, parsed
         times[name] = parsed
+    procedure = _code(dossier, "MaTTHC")
+    flags: dict[str, Any] = {}
+    if isinstance(procedure, Rejection):
+        if procedure.reason != Reason.MISSING_FIELD:
+            return code, procedure
+        procedure, flags[PROCEDURE_MISSING] = UNKNOWN_PROCEDURE, True
+    unit = unit_of(code, _text(dossier.get("DonViXuLy")))
+    if not unit:
+        return code, Rejection(Reason.MISSING_FIELD, "no unit: give madonvi (or MaDinhDanhDV), or a MaHoSo that "
+                               "begins with a known unit's identifier", "madonvi")
     received = times["NgayTiepNhan"]
+    attributes = snapshot_attributes(dossier, population_db_codes)
+
+    def make(status_: int, at: dt.datetime, **extra: Any) -> dict:
+        return _event(code, unit, procedure, status_, at, **extra)
+
+    # Status 1 (Mới đăng ký) is not a receipt, whatever dates come with it; 3 is a refusal at the door.
+    if status == 1:
+        return code, [make(1, received, attributes=attributes)] if received else []
+    if status == 3:
+        refused = times["NgayTuChoi"] or times["NgayKetThucXuLy"] or received
+        return code, [make(3, refused, attributes=attributes)] if refused else []
     if received is None:
-        if status in (1, 3):  # never received: counts nowhere, nothing to record
-            return code, []
         return code, Rejection(Reason.MISSING_FIELD, f"NgayTiepNhan is required for a dossier in status {status}",
                                "NgayTiepNhan")
-    procedure = _code(dossier, "MaTTHC")
-    if isinstance(procedure, Rejection):
-        return code, procedure
-    processing_unit = _text(dossier.get("DonViXuLy"))
-    unit = processing_unit if processing_unit and is_unit(processing_unit) else madonvi
 
     supplements = []
     for position, entry in enumerate(_items(dossier.get("DanhSachHoSoBoSung")) or ()):
@@ -262,40 +371,36 @@ def map_snapshot(dossier: Any, madonvi: str, is_unit: Callable[[str], bool]) -> 
     due_at_receipt = next((s["NgayHenTraTruoc"] for s in supplements if s["NgayHenTraTruoc"]), None)
     due_at_receipt = due_at_receipt or times["NgayHenTra"]
 
-    def make(status_: int, at: dt.datetime, **extra: Any) -> dict:
-        return _event(code, unit, procedure, status_, at, **extra)
-
     events = [make(2, received, channel=channel, due_at=due_at_receipt)]
     for entry in supplements:
         events.append(make(5, entry["NgayBoSung"]))
         if entry["NgayTiepNhanBoSung"] is not None:
             events.append(make(4, entry["NgayTiepNhanBoSung"], due_at=entry["NgayHenTraMoi"]))
-    claimed = {PROVISIONAL: True}
-    if status in (3, 7, 8, 9, 10):
-        ended = times["NgayKetThucXuLy"]
+    if status in ENDING:
+        # The claimed end is provisional: a step record's reported status at the same instant wins (the
+        # systems that send 5, 6 and 8 as 9). With no time for it, the end comes from the step records, or
+        # the dossier stays open for the rules, flagged.
+        claimed = {PROVISIONAL: True}
+        ended, returned = times["NgayKetThucXuLy"], times["NgayTra"] if status == 10 else None
         if ended is not None:
             events.append(make(9 if status == 10 else status, ended, attributes=claimed))
-        elif status != 10:
-            return code, Rejection(Reason.MISSING_FIELD, f"NgayKetThucXuLy is required for a dossier in status "
-                                   f"{status}", "NgayKetThucXuLy")
-    if status == 10:
-        if times["NgayTra"] is None:
-            return code, Rejection(Reason.MISSING_FIELD, "NgayTra is required for a dossier in status 10", "NgayTra")
-        events.append(make(10, times["NgayTra"]))
+        if returned is not None:
+            events.append(make(10, returned))
+        flags[END_TIME_MISSING] = ended is None and returned is None
 
     # Restate the latest event with what the snapshot says about the dossier now.
     latest = max(enumerate(events), key=lambda pair: (pair[1]["occurred_at"], pair[0]))[1]
     latest_at = dt.datetime.fromisoformat(latest["occurred_at"])
-    attributes = {**(latest.get("attributes") or {}), **snapshot_attributes(dossier)}
+    state_attributes = {**(latest.get("attributes") or {}), **attributes, **flags}
     extra = {k: latest[k] for k in ("channel",) if k in latest}
     state = make(latest["status"], latest_at, due_at=times["NgayHenTra"] or latest.get("due_at"),
-                 attributes=attributes, **extra)
+                 attributes=state_attributes, **extra)
     if all(state["event_id"] != e["event_id"] for e in events):
         events.append(state)
     return code, events
 
 
-def map_step(step: Any, madonvi: str) -> tuple[str | None, list[dict] | Rejection]:
+def map_step(step: Any, unit_of: Callable[[str, str], str]) -> tuple[str | None, list[dict] | Rejection]:
     """A ``CapNhatTienDoHoSoMC`` step record -> one canonical event."""
     if not isinstance(step, dict):
         return None, Rejection(Reason.NOT_AN_OBJECT, "each element of data must be a JSON object")
@@ -314,6 +419,10 @@ def map_step(step: Any, madonvi: str) -> tuple[str | None, list[dict] | Rejectio
     at = times["ThoiDiemXuLy"]
     if at is None:
         return code, Rejection(Reason.MISSING_FIELD, "ThoiDiemXuLy is required", "ThoiDiemXuLy")
+    unit = unit_of(code, "")
+    if not unit:
+        return code, Rejection(Reason.MISSING_FIELD, "no unit: give madonvi (or MaDinhDanhDV), or a MaHoSo that "
+                               "begins with a known unit's identifier", "madonvi")
     handler = " - ".join(t for t in (_text(step.get("NguoiXuLy")), _text(step.get("ChucDanh"))) if t)
     name = " - ".join(t for t in (_text(step.get("PhongBanXuLy")), _text(step.get("NoiDungXuLy"))) if t)
     detail = {
@@ -327,44 +436,95 @@ def map_step(step: Any, madonvi: str) -> tuple[str | None, list[dict] | Rejectio
         if v is not None
     }
     attributes = {PROVISIONAL: True} if status == 2 else None  # the receipt's facts come from the snapshot
-    return code, [_event(code, madonvi, STEP_PROCEDURE, status, at, step=detail or None, attributes=attributes)]
+    return code, [_event(code, unit, STEP_PROCEDURE, status, at, step=detail or None, attributes=attributes)]
 
 
-def map_payload(payload: Any, *, service: str | None = None,
-                is_unit: Callable[[str], bool] | Container[str] = ()) -> MappedPayload | Rejection:
-    """A whole portal call -> mapped items, or the payload-level reason it cannot be read at all.
+# ------------------------------------------------------------------------------------ envelopes
 
-    ``service`` is the one named in the path (``/v1/dvcqg/DongBoHoSoMC``), if any; the body's
-    ``service`` must agree with it. ``is_unit`` tells which unit codes exist (for DonViXuLy).
+
+@dataclass(frozen=True)
+class Envelope:
+    """A portal call, however it came: the JSON envelope, or a bare array with the rest in the query."""
+
+    service: str
+    madonvi: str
+    data: Any
+    session: str = ""
+
+
+def _query_value(query: Mapping[str, str], *names: str) -> str:
+    lowered = {k.lower(): v for k, v in query.items()}
+    return next((lowered[n.lower()].strip() for n in names if lowered.get(n.lower(), "").strip()), "")
+
+
+def _infer_service(data: Any) -> str | None:
+    first = next((r for r in data if isinstance(r, dict)), None) if isinstance(data, list) else None
+    if first is None:
+        return None
+    if "TrangThaiHoSo" in first or "NgayTiepNhan" in first:
+        return SNAPSHOT
+    if "ThoiDiemXuLy" in first or "TrangThai" in first:
+        return PROGRESS
+    return None
+
+
+def read_envelope(payload: Any, *, query: Mapping[str, str] = {}, service: str | None = None) -> Envelope | Rejection:
+    """The call's service, unit, records and session, from the body, the path (``service``) and the query.
+
+    A provincial gateway relays a bare array, with the unit (``madonvi`` or ``MaDinhDanhDV``) and
+    ``isUpdating`` in the query string; the service is then the path's, the query's, or the records' own.
     """
-    check = is_unit if callable(is_unit) else (lambda code: code in is_unit)  # type: ignore[operator]
-    if not isinstance(payload, dict):
-        return Rejection(PortalReason.BAD_PAYLOAD, "the body must be a JSON object with service, madonvi and data")
-    named = _text(payload.get("service")) or service
-    if named not in SERVICES:
-        return Rejection(PortalReason.UNKNOWN_SERVICE, f"service must be one of {', '.join(SERVICES)}, not {named!r}",
-                         "service")
-    if service and named != service:
+    if isinstance(payload, list):
+        body: dict[str, Any] = {"data": payload}
+    elif isinstance(payload, dict):
+        body = payload
+    else:
+        return Rejection(PortalReason.BAD_PAYLOAD, "the body must be a JSON object with service, madonvi and data, "
+                         "or an array of records")
+    named = _text(body.get("service")) or service or _query_value(query, "service") or _infer_service(body.get("data"))
+    if not named:
+        return Rejection(PortalReason.UNKNOWN_SERVICE, f"service is required: one of {', '.join(SERVICES)}", "service")
+    if service and named.lower() != service.lower():
         return Rejection(PortalReason.UNKNOWN_SERVICE, f"the body says service {named!r} but the path says "
                          f"{service!r}", "service")
-    madonvi = _text(payload.get("madonvi"))
-    if not madonvi:
-        return Rejection(PortalReason.MISSING_FIELD, "madonvi is required", "madonvi")
-    data = payload.get("data")
+    canonical = next((s for s in SERVICES + LOOKUPS if s.lower() == named.lower()), None)
+    if canonical is None:
+        return Rejection(PortalReason.UNKNOWN_SERVICE, f"service must be one of {', '.join(SERVICES)}, not {named!r}",
+                         "service")
+    madonvi = _text(body.get("madonvi")) or _query_value(query, "madonvi", "MaDinhDanhDV", "MaDonVi")
+    return Envelope(canonical, madonvi, body.get("data"), _text(body.get("session")))
+
+
+def map_payload(envelope: Envelope, tree: UnitTree, *, allowed: tuple[str, ...] | None = None,
+                population_db_codes: Container[str] = ()) -> MappedPayload | Rejection:
+    """A sync call's records -> mapped items (one per record), or why the call cannot be read at all.
+
+    ``allowed``: the caller's units (None: any), within which DonViXuLy is looked up by name.
+    """
+    if envelope.service not in SERVICES:
+        return Rejection(PortalReason.UNKNOWN_SERVICE, f"{envelope.service} carries no dossier records", "service")
+    data = envelope.data
     if not isinstance(data, list):
         return Rejection(PortalReason.DATA_NOT_ARRAY, "data must be an array of records", "data")
+    madonvi = envelope.madonvi
+    if not madonvi and allowed is not None and len(allowed) == 1:
+        madonvi = allowed[0]  # a key bound to one unit names it
+
+    def unit_of(dossier_code: str, processing_unit: str) -> str:
+        return attribute_unit(tree, allowed, dossier_code, processing_unit, madonvi)
+
     items = []
     for index, record in enumerate(data):
         if nested_deeper_than(record, MAX_DEPTH):
             items.append(MappedItem(index, None, (), Rejection(
                 Reason.TOO_DEEP, f"a record may nest objects and arrays at most {MAX_DEPTH} levels deep")))
             continue
-        if named == SNAPSHOT:
-            code, mapped = map_snapshot(record, madonvi, check)
+        if envelope.service == SNAPSHOT:
+            code, mapped = map_snapshot(record, unit_of, population_db_codes)
         else:
-            code, mapped = map_step(record, madonvi)
+            code, mapped = map_step(record, unit_of)
         if isinstance(mapped, Rejection):
             items.append(MappedItem(index, code, (), mapped))
         else:
             items.append(MappedItem(index, code, tuple(mapped)))
-    return MappedPayload(named, madonvi, items)
+    return MappedPayload(envelope.service, tree.resolve(madonvi) or madonvi, items)

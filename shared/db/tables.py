@@ -42,6 +42,7 @@ units = Table(
     Column("level", String(16), nullable=False),
     Column("parent_code", String(64), nullable=True, index=True),
     Column("e_certified_copy", Boolean, nullable=True),
+    Column("identifier", String(64), nullable=True, unique=True),  # the portal's mã định danh
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

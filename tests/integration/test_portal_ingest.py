@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 
-from services.ingest.portal_mapping import snapshot_attributes
 from shared.db.raw import driver_connection
 from tests.conftest import ADMIN_KEY, READER_KEY, SOURCE_KEY, auth, drain
-from tests.support.portal import progress_call, sample_stories, snapshot_call, vn
+from tests.support.portal import final_attributes, progress_call, sample_stories, snapshot_call, vn
 
 
 async def counters_of(runtime, unit: str) -> dict[tuple[str, str, str], int]:
@@ -55,8 +54,7 @@ async def test_portal_calls_give_the_counters_of_the_same_canonical_history(app_
     # The same history as canonical events, for other dossiers of another unit.
     canonical = []
     for story in sample_stories("CN"):
-        final = snapshot_attributes(story.snapshot_at(max(story.moments())))
-        canonical.extend(story.canonical("H44.07", final))
+        canonical.extend(story.canonical("H44.07", final_attributes(story)))
     response = await app_client.post("/v1/events", json=canonical, headers=auth(ADMIN_KEY))
     assert response.status_code == 200 and response.json()["rejected"] == 0, response.text
 
@@ -83,7 +81,7 @@ async def test_portal_calls_give_the_counters_of_the_same_canonical_history(app_
     attributes = json.loads(row["attributes"]) if isinstance(row["attributes"], str) else row["attributes"]
     assert attributes == {"synced_to_portal": True, "digitized": True, "reused_digitized": True,
                           "from_data_store": True, "e_result": True, "fee_data": True, "fee_required": True,
-                          "paid_online": True}
+                          "paid_online": True, "end_time_missing": False}
     assert row["channel"] == 2
     assert quirk["ended_at"] is None and quirk["supplement_count"] == 1
     assert conflicts == 0
@@ -148,10 +146,14 @@ async def test_unreadable_payloads_and_auth_answered_in_the_portal_shape(app_cli
     assert (response.status_code, response.json()["error_code"], response.json()["reason"]) == (400, 3, "invalid_json")
     response = await app_client.post("/v1/dvcqg/XoaHoSo", json=call, headers=auth(SOURCE_KEY))
     assert response.status_code == 404 and response.json()["error_code"] == 3
-    # A record for a unit the token is not bound to (DonViXuLy), and one for a unit not in the tree.
-    other = {**call["data"][0], "DonViXuLy": "H44.07"}
+    # A record whose MaHoSo names a unit the key is not bound to, and one for a unit not in the tree.
+    other = {**call["data"][0], "MaHoSo": "H44.07-260803-0001"}
     response = await app_client.post("/v1/dvcqg", json={**call, "data": [other]}, headers=auth(SOURCE_KEY))
     assert (response.status_code, response.json()["error_code"]) == (422, 2)
     assert response.json()["results"][0]["reason"] == "unit_not_allowed"
+    # DonViXuLy naming a unit outside the key's subtree is not the dossier's unit: madonvi is.
+    outside = {**call["data"][0], "MaHoSo": "A-OUTSIDE", "DonViXuLy": "H44.07"}
+    response = await app_client.post("/v1/dvcqg", json={**call, "data": [outside]}, headers=auth(SOURCE_KEY))
+    assert response.json()["error_code"] == 0, response.text
     response = await app_client.post("/v1/dvcqg", json={**call, "madonvi": "H99"}, headers=auth(ADMIN_KEY))
     assert response.json()["results"][0]["reason"] == "unknown_unit"

@@ -179,6 +179,17 @@ class Story:
         return events
 
 
+def final_attributes(story: Story) -> dict[str, Any]:
+    """The attributes the story's last snapshot states (as the mapping reads them)."""
+    from services.ingest.portal_mapping import END_TIME_MISSING, snapshot_attributes
+
+    last = story.snapshot_at(max(story.moments()))
+    out = snapshot_attributes(last)
+    if last["TrangThaiHoSo"] in ("7", "8", "9", "10"):
+        out[END_TIME_MISSING] = not (last["NgayKetThucXuLy"] or last["NgayTra"])
+    return out
+
+
 def snapshot_call(madonvi: str, dossiers: list[dict], *, updating: bool = True) -> dict[str, Any]:
     return {"service": "DongBoHoSoMC", "madonvi": madonvi, "isUpdating": "True" if updating else "False",
             "data": dossiers}

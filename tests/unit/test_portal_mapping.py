@@ -15,15 +15,32 @@ from services.ingest.portal_mapping import (
     MappedPayload,
     map_payload,
     parse_portal_time,
+    read_envelope,
     snapshot_attributes,
 )
 from shared.calendar import WorkingCalendar
 from shared.events import DossierEvent, Rejection, validate_event
 from shared.settings import CalendarSettings
 from shared.timeutil import VIETNAM
-from tests.support.portal import Story, StepRecord, progress_call, sample_stories, snapshot_call, vn
+from shared.units import Unit, UnitTree
+from tests.support.portal import (
+    Story,
+    StepRecord,
+    final_attributes,
+    progress_call,
+    sample_stories,
+    snapshot_call,
+    vn,
+)
 
-UNITS = {"H44", "H44.03", "H44.07"}
+TREE = UnitTree([Unit("H44", "UBND tỉnh Phú Thọ", "PROVINCE"),
+                 Unit("H44.03", "Ban quản lý các khu công nghiệp", "DEPARTMENT", "H44"),
+                 Unit("H44.07", "Sở Công Thương - Tỉnh Phú Thọ", "DEPARTMENT", "H44", identifier="000.00.07.H44")])
+
+
+def map_call(payload, *, service=None, query=None, allowed=None):
+    envelope = read_envelope(payload, query=query or {}, service=service)
+    return envelope if isinstance(envelope, Rejection) else map_payload(envelope, TREE, allowed=allowed)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +49,7 @@ def calendar() -> WorkingCalendar:
 
 
 def mapped(payload: dict) -> MappedPayload:
-    result = map_payload(payload, is_unit=UNITS)
+    result = map_call(payload)
     assert isinstance(result, MappedPayload), result
     return result
 
@@ -169,9 +186,11 @@ def test_malformed_records_refused_one_by_one_good_ones_kept():
         (2, "BAD-STATUS", "bad_status", "TrangThaiHoSo"),
         (3, None, "missing_field", "MaHoSo"),
         (4, None, "not_an_object", None),
-        (5, "NO-END", "missing_field", "NgayKetThucXuLy"),
+        (5, "NO-END", None, None),  # kept: the receipt and all else, flagged
     ]
     assert items[1].events
+    assert items[5].events[-1]["attributes"]["end_time_missing"] is True
+    assert {e["status"] for e in items[5].events} == {2}
     steps = mapped(progress_call("H44.03", [{"MaHoSo": "S1", "TrangThai": "12", "ThoiDiemXuLy": "20260805100000"},
                                             {"MaHoSo": "S2", "TrangThai": "4", "ThoiDiemXuLy": ""},
                                             {"MaHoSo": "S3", "TrangThai": "4", "ThoiDiemXuLy": "20260805100000"}])).items
@@ -185,19 +204,19 @@ def test_malformed_records_refused_one_by_one_good_ones_kept():
         ({"service": "DongBoHoSoMC", "madonvi": "H44.03", "data": "[]"}, "data_not_array"),
         ({"service": "DongBoHoSoMC", "madonvi": "H44.03"}, "data_not_array"),
         ({"service": "XoaHoSo", "madonvi": "H44.03", "data": []}, "unknown_service"),
-        ({"service": "DongBoHoSoMC", "data": []}, "missing_field"),
-        ([{"MaHoSo": "X"}], "bad_payload"),
+        ([{"MaHoSo": "X"}], "unknown_service"),  # a bare array whose records say neither service
+        ("DongBoHoSoMC", "bad_payload"),
     ],
 )
 def test_unreadable_payloads(payload, reason):
-    result = map_payload(payload, is_unit=UNITS)
+    result = map_call(payload)
     assert isinstance(result, Rejection) and result.reason == reason
 
 
 def test_path_service_must_agree_with_body():
-    assert isinstance(map_payload(snapshot_call("H44.03", []), service="CapNhatTienDoHoSoMC"), Rejection)
+    assert isinstance(map_call(snapshot_call("H44.03", []), service="CapNhatTienDoHoSoMC"), Rejection)
     body = {"madonvi": "H44.03", "data": []}
-    assert map_payload(body, service="CapNhatTienDoHoSoMC").service == "CapNhatTienDoHoSoMC"
+    assert map_call(body, service="CapNhatTienDoHoSoMC").service == "CapNhatTienDoHoSoMC"
 
 
 # ------------------------------------------------------------------- same facts as canonical events
@@ -227,7 +246,7 @@ def canonical_history(story: Story, attributes: dict) -> list[HistoryEvent]:
 def test_portal_history_gives_the_same_facts_as_canonical_events(calendar, seed):
     rng = random.Random(seed)
     for story in sample_stories():
-        final = snapshot_attributes(story.snapshot_at(max(story.moments())))
+        final = final_attributes(story)
         portal = derive_facts(story.code, portal_history(story, rng), calendar)
         canonical = derive_facts(story.code, canonical_history(story, final), calendar)
         ignore = {"unit_code", "current_status"}

@@ -125,8 +125,13 @@ def contribution_of(
     now: dt.datetime,
     *,
     payment_period_fallback: str = "received",
+    fee_bearing_procedure: bool = False,
 ) -> Contribution | None:
-    """The compact contribution of a received dossier (None for one never received)."""
+    """The compact contribution of a received dossier (None for one never received).
+
+    A dossier bears fees (3.6's denominator) when its procedure does in the catalogue (as the portal
+    counts it: some systems send fee lines only once paid) or when the dossier itself says so.
+    """
     if facts.received_at is None:
         return None
     counts: dict[str, int] = {RECEIVED: 1, RECEIVED_BY_CHANNEL.get(facts.channel, "received_in_person"): 1}
@@ -181,7 +186,7 @@ def contribution_of(
 
     start_month = None
     start_counts: dict[str, int] = {}
-    if attributes.get("fee_required") is True:
+    if fee_bearing_procedure or attributes.get("fee_required") is True:
         payment: dict[str, int] = {FEE_DOSSIERS: 1}
         if attributes.get("paid_online") is True:
             payment[PAID_ONLINE_DOSSIERS] = 1
