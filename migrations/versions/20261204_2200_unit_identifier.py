@@ -1,15 +1,15 @@
 """Units carry the portal's electronic identifier (mã định danh, e.g. 000.00.07.H44) next to our code.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 20261204_2200
+Revises: 20261204_1901
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "20261204_2200"
+down_revision = "20261204_1901"
 branch_labels = None
 depends_on = None
 
