@@ -2,6 +2,10 @@
 
 Working time between two instants is answered in O(1) from per-day prefix sums, so scoring
 thousands of dossiers a second never walks the calendar day by day.
+
+The calendar is total: a day outside the years it holds (by default those the holidays package
+knows for Vietnam) is a working day when it is a Monday to Friday, counted arithmetically, so a
+date the rules meet never makes them raise.
 """
 
 from __future__ import annotations
@@ -34,8 +38,25 @@ def _parse_windows(windows: Iterable[str]) -> list[tuple[int, int]]:
     return parsed
 
 
+def _weekdays_before(ordinal: int) -> int:
+    """Mondays to Fridays among the days of ordinal 1 (0001-01-01, a Monday) up to ``ordinal``, excluded."""
+    weeks, rest = divmod(ordinal - 1, 7)
+    return 5 * weeks + min(rest, 5)
+
+
+def _weekday_number(count: int) -> int:
+    """The ordinal of the ``count``-th Monday-to-Friday day from 0001-01-01 (the inverse of
+    :func:`_weekdays_before`: ``_weekdays_before(o + 1) == count`` for the day ``o`` returned)."""
+    weeks, rest = divmod(count - 1, 5)
+    return 1 + 7 * weeks + rest
+
+
 class WorkingCalendar:
-    """Monday–Friday minus Vietnam's holidays and configured days off, plus make-up working days."""
+    """Monday–Friday minus Vietnam's holidays and configured days off, plus make-up working days.
+
+    Days between ``first_year`` and ``last_year`` (widened to hold every configured day) come from
+    the holidays data; days outside them are Monday to Friday (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -43,16 +64,20 @@ class WorkingCalendar:
         extra_days_off: Iterable[dt.date] = (),
         make_up_days: Iterable[dt.date] = (),
         work_hours: Iterable[str] = ("07:00-11:30", "13:30-17:00"),
-        first_year: int = 2015,
-        last_year: int = 2040,
+        first_year: int = 2000,
+        last_year: int = 2100,
     ) -> None:
         self.windows = _parse_windows(work_hours)
         self.seconds_per_day = sum(b - a for a, b in self.windows)
+        extra_days_off, make_up_days = set(extra_days_off), set(make_up_days)
+        configured_years = [day.year for day in extra_days_off | make_up_days]
+        first_year = min([first_year, *configured_years])
+        last_year = max([last_year, *configured_years])
         self.first_day = dt.date(first_year, 1, 1)
         self.last_day = dt.date(last_year, 12, 31)
         vn = holidays.country_holidays("VN", years=range(first_year, last_year + 1))
-        days_off = set(vn.keys()) | set(extra_days_off)
-        make_up = set(make_up_days)
+        days_off = set(vn.keys()) | extra_days_off
+        make_up = make_up_days
         n_days = (self.last_day - self.first_day).days + 1
         self._working = bytearray(n_days)
         # _cum[i] = working seconds in the days before day i (from first_day).
@@ -62,8 +87,8 @@ class WorkingCalendar:
             working = day in make_up or (day.weekday() < 5 and day not in days_off)
             self._working[i] = 1 if working else 0
             self._cum[i + 1] = self._cum[i] + (self.seconds_per_day if working else 0)
-        # Seconds of working time elapsed by each second-of-day boundary, for the within-day part.
-        self._window_starts = [a for a, _ in self.windows]
+        self._first_ordinal = self.first_day.toordinal()
+        self._after_ordinal = self.last_day.toordinal() + 1
 
     @classmethod
     def from_settings(cls, settings) -> WorkingCalendar:  # settings: shared.settings.CalendarSettings
@@ -76,13 +101,29 @@ class WorkingCalendar:
         )
 
     def is_working_day(self, day: dt.date) -> bool:
-        return bool(self._working[self._index(day)])
+        i = day.toordinal() - self._first_ordinal
+        if 0 <= i < len(self._working):
+            return bool(self._working[i])
+        return day.weekday() < 5
 
-    def _index(self, day: dt.date) -> int:
-        i = (day - self.first_day).days
-        if not 0 <= i < len(self._working):
-            raise ValueError(f"{day} is outside the calendar's years")
-        return i
+    def _cumulative_days(self, ordinal: int) -> int:
+        """Working seconds from the first day to the start of the day ``ordinal`` (negative before it)."""
+        i = ordinal - self._first_ordinal
+        if i < 0:
+            return (_weekdays_before(ordinal) - _weekdays_before(self._first_ordinal)) * self.seconds_per_day
+        if i < len(self._cum):
+            return self._cum[i]
+        return self._cum[-1] + (_weekdays_before(ordinal) - _weekdays_before(self._after_ordinal)) * self.seconds_per_day
+
+    def _day_reaching(self, target: int) -> dt.date:
+        """The first day by whose end ``target`` working seconds (from the first day) have passed."""
+        if 0 < target <= self._cum[-1]:
+            return self.first_day + dt.timedelta(days=bisect.bisect_left(self._cum, target, lo=1) - 1)
+        # Outside the years held: Monday to Friday from the edge of the range the target is beyond.
+        edge = self._first_ordinal if target <= 0 else self._after_ordinal
+        base = self._cumulative_days(edge)
+        days = -((base - target) // self.seconds_per_day)  # ceil((target - base) / seconds_per_day)
+        return dt.date.fromordinal(_weekday_number(_weekdays_before(edge) + days))
 
     def _within_day(self, second_of_day: int) -> int:
         done = 0
@@ -95,9 +136,9 @@ class WorkingCalendar:
     def cumulative(self, instant: dt.datetime) -> int:
         """Working seconds from the calendar's first day to ``instant``."""
         local = instant.astimezone(VIETNAM)
-        i = self._index(local.date())
-        base = self._cum[i]
-        if not self._working[i]:
+        day = local.date()
+        base = self._cumulative_days(day.toordinal())
+        if not self.is_working_day(day):
             return base
         second = local.hour * 3600 + local.minute * 60 + local.second
         return base + self._within_day(second)
@@ -113,15 +154,11 @@ class WorkingCalendar:
 
     def instant_after(self, start: dt.datetime, working_seconds: int) -> dt.datetime:
         """The earliest instant by which ``working_seconds`` of working time have passed since ``start``."""
-        target = self.cumulative(start) + max(0, working_seconds)
         if working_seconds <= 0:
             return start
-        # First day whose end-of-day cumulative reaches the target.
-        i = bisect.bisect_left(self._cum, target, lo=1) - 1
-        if i >= len(self._working):
-            raise ValueError("deadline falls outside the calendar's years")
-        remaining = target - self._cum[i]
-        day = self.first_day + dt.timedelta(days=i)
+        target = self.cumulative(start) + working_seconds
+        day = self._day_reaching(target)
+        remaining = target - self._cumulative_days(day.toordinal())
         for a, b in self.windows:
             length = b - a
             if remaining <= length:

@@ -59,6 +59,7 @@ class Reason:
     BAD_CHANNEL = "bad_channel"
     NAIVE_TIMESTAMP = "naive_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
+    OUT_OF_RANGE_TIME = "out_of_range_time"
     UNKNOWN_UNIT = "unknown_unit"
     UNIT_NOT_ALLOWED = "unit_not_allowed"
     TOO_LARGE = "too_large"
@@ -174,6 +175,21 @@ class DossierEvent:
 _UTC = dt.timezone.utc
 _FAST_BODY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 
+# Every time an event carries must fall in [EARLIEST_TIME, LATEST_TIME) once converted to UTC: the
+# instants the rules compute with (the working-day calendar holds these years' holidays, and Vietnam
+# time stays representable). Outside it, the event is refused at intake with OUT_OF_RANGE_TIME.
+EARLIEST_TIME = dt.datetime(2000, 1, 1, tzinfo=_UTC)
+LATEST_TIME = dt.datetime(2100, 1, 1, tzinfo=_UTC)
+
+
+def time_in_window(value: dt.datetime, name: str, shown: Any = None) -> dt.datetime | Rejection:
+    """``value`` (timezone-aware) if it lies in the window of times the rules compute with, else a
+    rejection naming the field; ``shown`` is the value as the client sent it."""
+    if EARLIEST_TIME <= value < LATEST_TIME:  # compared as instants: no conversion, so no overflow
+        return value
+    return Rejection(Reason.OUT_OF_RANGE_TIME, f"{name} must be from {_iso(EARLIEST_TIME)} up to "
+                     f"{_iso(LATEST_TIME)} (UTC), not {value.isoformat() if shown is None else shown!r}", name)
+
 
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -196,13 +212,13 @@ def _parse_timestamp_full(value: Any, name: str) -> dt.datetime | Rejection:
         return Rejection(Reason.BAD_TIMESTAMP, f"{name} is not an RFC 3339 timestamp: {value!r}", name)
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return Rejection(Reason.NAIVE_TIMESTAMP, f"{name} has no UTC offset: {value!r}", name)
-    return parsed
+    return time_in_window(parsed, name, value)
 
 
 def _fast_timestamp(value: Any) -> dt.datetime | None:
     """The common case of :func:`parse_timestamp`: ``YYYY-MM-DDTHH:MM:SS+HH:MM`` (any numeric offset),
-    nothing to strip. None means "not this case" (the full path decides, rejections included); a
-    datetime is exactly what the full path returns for the same input."""
+    nothing to strip, within the window of times. None means "not this case" (the full path decides,
+    rejections included); a datetime is exactly what the full path returns for the same input."""
     if (
         type(value) is not str or len(value) != 25 or value[10] != "T" or value[22] != ":"
         or value[19] not in "+-" or not ("0" <= value[0] <= "9" and "0" <= value[24] <= "9")
@@ -212,7 +228,7 @@ def _fast_timestamp(value: Any) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value)  # what the full path parses: nothing to strip, no "Z"
     except ValueError:
         return None
-    return None if parsed.tzinfo is None else parsed
+    return parsed if parsed.tzinfo is not None and EARLIEST_TIME <= parsed < LATEST_TIME else None
 
 
 def _code(raw: dict[str, Any], name: str, limit: int) -> str | Rejection:

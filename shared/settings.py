@@ -32,8 +32,10 @@ class CalendarSettings(BaseModel):
     make_up_days: list[dt.date] = Field(default_factory=list)  # ngày làm bù (Saturdays worked)
     # Working hours as "HH:MM-HH:MM" windows; 8 hours a day by default.
     work_hours: list[str] = Field(default_factory=lambda: ["07:00-11:30", "13:30-17:00"])
-    first_year: int = 2015
-    last_year: int = 2040
+    # The years whose holidays are loaded (the holidays package knows Vietnam's from 1901 to 2100); days
+    # outside them count Monday to Friday.
+    first_year: int = 2000
+    last_year: int = 2100
 
 
 class PolicySettings(BaseModel):

@@ -55,7 +55,7 @@ from typing import Any
 import orjson
 
 from services.indicators.rules.dossier import PROVISIONAL
-from shared.events import MAX_DEPTH, Reason, Rejection, is_ascii_digits, nested_deeper_than
+from shared.events import MAX_DEPTH, Reason, Rejection, is_ascii_digits, nested_deeper_than, time_in_window
 from shared.timeutil import VIETNAM
 from shared.units import UnitTree
 
@@ -101,7 +101,8 @@ class MappedPayload:
 
 
 def parse_portal_time(value: Any, name: str) -> dt.datetime | None | Rejection:
-    """``yyyyMMddHHmmss`` in Vietnam local time; empty or missing is None (an optional value)."""
+    """``yyyyMMddHHmmss`` in Vietnam local time, within the window of times the rules compute with;
+    empty or missing is None (an optional value)."""
     if value is None:
         return None
     text = str(value).strip()
@@ -110,10 +111,11 @@ def parse_portal_time(value: Any, name: str) -> dt.datetime | None | Rejection:
     if len(text) != 14 or not is_ascii_digits(text):
         return Rejection(Reason.BAD_TIMESTAMP, f"{name} must be yyyyMMddHHmmss (Vietnam time), not {value!r}", name)
     try:
-        return dt.datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]),
-                           int(text[12:14]), tzinfo=VIETNAM)
+        parsed = dt.datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]),
+                             int(text[12:14]), tzinfo=VIETNAM)
     except ValueError:
         return Rejection(Reason.BAD_TIMESTAMP, f"{name} is not a real date and time: {value!r}", name)
+    return time_in_window(parsed, name, value)
 
 
 def _text(value: Any) -> str:

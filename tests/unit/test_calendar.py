@@ -73,3 +73,41 @@ def test_instant_after_inverts_working_seconds(start, budget):
 def test_working_seconds_add_up(a, b, c):
     a, b, c = sorted((a, b, c))
     assert CAL.working_seconds(a, c) == CAL.working_seconds(a, b) + CAL.working_seconds(b, c)
+
+
+def test_days_outside_the_years_held_are_monday_to_friday():
+    assert CAL.is_working_day(dt.date(2030, 9, 2)) and CAL.is_working_day(dt.date(2023, 1, 2))  # no holidays known
+    assert not CAL.is_working_day(dt.date(2030, 9, 7))  # a Saturday
+    assert CAL.is_working_day(dt.date(9999, 12, 31)) and CAL.is_working_day(dt.date(1, 1, 1))
+    assert CAL.working_days(vn(2999, 1, 1, 0, 0), vn(2999, 1, 8, 0, 0)) == 5
+    # Across an edge of the years held: Friday 2028-12-29 (held) to Tuesday 2029-01-02 (outside).
+    assert CAL.working_days(vn(2028, 12, 29, 0, 0), vn(2029, 1, 3, 0, 0)) == 3
+    assert CAL.instant_after(vn(2028, 12, 29, 16, 0), 2 * HOUR) == vn(2029, 1, 1, 8, 0)
+    assert CAL.instant_after(vn(2023, 12, 29, 16, 0), 2 * HOUR) == vn(2024, 1, 2, 8, 0)  # 1/1/2024 is Tết Dương lịch
+
+
+def test_the_default_calendar_holds_every_year_the_holidays_package_knows_and_a_configured_day_widens_it():
+    default = WorkingCalendar()
+    assert not default.is_working_day(dt.date(2001, 9, 3)) and not default.is_working_day(dt.date(2099, 9, 2))
+    late = WorkingCalendar(first_year=2026, last_year=2026, extra_days_off=[dt.date(2150, 6, 1)])
+    assert not late.is_working_day(dt.date(2150, 6, 1)) and late.is_working_day(dt.date(2150, 6, 2))
+
+
+wide_instants = st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2040, 12, 1)).map(
+    lambda d: d.replace(tzinfo=VIETNAM, microsecond=0)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=wide_instants, budget=st.integers(min_value=1, max_value=4000 * 8 * HOUR))
+def test_instant_after_inverts_working_seconds_across_the_years_held(start, budget):
+    end = CAL.instant_after(start, budget)
+    assert CAL.working_seconds(start, end) == budget
+    assert CAL.working_seconds(start, end - dt.timedelta(seconds=1)) < budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=wide_instants, b=wide_instants, c=wide_instants)
+def test_working_seconds_add_up_across_the_years_held(a, b, c):
+    a, b, c = sorted((a, b, c))
+    assert CAL.working_seconds(a, c) == CAL.working_seconds(a, b) + CAL.working_seconds(b, c)
