@@ -1,7 +1,7 @@
 """Units carry the portal's electronic identifier (mã định danh, e.g. 000.00.07.H44) next to our code.
 
 Revision ID: 20261204_2200
-Revises: 20261204_1901
+Revises: 20261204_2050
 Create Date: 2026-12-04
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261204_2200"
-down_revision = "20261204_1901"
+down_revision = "20261204_2050"
 branch_labels = None
 depends_on = None
 
