@@ -4,9 +4,10 @@ import datetime as dt
 
 import pytest
 
-from services.ingest.portal_mapping import map_payload
+from services.ingest.portal_mapping import map_payload, read_envelope
 from shared.events import EARLIEST_TIME, LATEST_TIME, DossierEvent, Reason, Rejection, validate_event
 from tests.support.events import event, vn
+from shared.units import Unit, UnitTree
 from tests.support.portal import Story, Supplement, snapshot_call
 
 OUT_OF_WINDOW = [
@@ -58,8 +59,8 @@ def _story(code: str, **changes) -> dict:
                                          ("NgayBoSung", "DanhSachHoSoBoSung[0].NgayBoSung")])
 @pytest.mark.parametrize("value", ["99991231235959", "00010101000000", "19991231235959"])
 def test_a_portal_time_outside_the_window_refuses_its_record_only(name, field, value):
-    mapped = map_payload(snapshot_call("H44.03", [_story("HS-BAD", **{name: value}), _story("HS-GOOD")]),
-                         is_unit=lambda code: True)
+    call = snapshot_call("H44.03", [_story("HS-BAD", **{name: value}), _story("HS-GOOD")])
+    mapped = map_payload(read_envelope(call), UnitTree([Unit("H44.03", "Ban quản lý", "DEPARTMENT")]))
     bad, good = mapped.items
     assert bad.rejection is not None and bad.events == ()
     assert (bad.rejection.reason, bad.rejection.field) == (Reason.OUT_OF_RANGE_TIME, field)
