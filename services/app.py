@@ -17,6 +17,8 @@ from services.api import snapshots as api_snapshots
 from services.api.fastpath import CachedReads
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import QueueWorker
+from services.notify import http as notify_http
+from services.notify.notifier import Notifier
 from services.ingest import http as ingest_http
 from services.ingest import portal as ingest_portal
 from shared.auth import KeyRing, first_run_admin_key
@@ -74,6 +76,9 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
             # (nothing new is queued there then; an empty queue costs one cheap poll per idle period).
             worker.start(apply_queue=True)
             background.append(worker)
+            notifier = app.state.notifier = Notifier(rt)  # targets and webhooks: never in the apply path
+            notifier.start()
+            background.append(notifier)
         if settings.kafka_bootstrap_servers:  # Kafka mode: topic in, offsets with the counters
             background.extend(await _start_kafka(app, rt, engine, roles))
         # Commits of other processes: scores cached here go stale; events queued by another ingest.
@@ -121,6 +126,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.include_router(api_feeds.router)  # catalogue, feedback, reported totals
         app.include_router(api_snapshots.router)
         app.include_router(api_portal.router)  # read side in the portal's shapes
+        app.include_router(notify_http.router)  # targets and webhooks
         app.include_router(admin.router)
     return app
 

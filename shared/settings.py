@@ -93,6 +93,28 @@ class PortalSettings(BaseModel):
     population_db_codes: list[str] = Field(default_factory=list)
 
 
+class NotifySettings(BaseModel):
+    """Targets and webhooks (targets.md): how often targets are evaluated, how deliveries are retried."""
+
+    # Targets, rejects and digests are evaluated this often (a state change is announced within 60 s).
+    evaluate_interval_seconds: float = Field(15.0, gt=0, le=45)
+    # Due deliveries are looked for this often (and at once after an evaluation queued some).
+    deliver_poll_seconds: float = Field(1.0, gt=0)
+    timeout_seconds: float = 10.0
+    # A failed delivery is retried after retry_base_seconds, doubling up to retry_max_seconds, for at
+    # most retry_for_seconds after it was queued; then it is marked failed (still listed).
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 600.0
+    retry_for_seconds: float = 24 * 3600.0
+    # dossiers.due_soon: each unit's daily digest, sent from this local time on (open dossiers turning
+    # overdue within the policy's early_warning_days working days).
+    digest_local_time: dt.time = dt.time(7, 0)
+    digest_max_dossiers: int = 100
+    # source.rejects: a sender whose rejected events in the trailing window reach the threshold.
+    rejects_threshold: int = 50
+    rejects_window_seconds: float = 3600.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DVC766_",
@@ -188,6 +210,7 @@ class Settings(BaseSettings):
     calendar: CalendarSettings = Field(default_factory=CalendarSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("database_url")
     @classmethod

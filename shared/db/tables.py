@@ -231,3 +231,55 @@ snapshot_scores = Table(
     Column("total", Numeric(6, 2), nullable=False),
     Column("body", JSONB, nullable=False),
 )
+
+# Targets, webhooks and their deliveries (targets.md). A target's definition is kept as given (validated).
+targets = Table(
+    "targets",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("definition", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("events", JSONB, nullable=False),
+    Column("units", JSONB, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per notification and webhook: its stable id (X-DVC766-Delivery), the exact body signed, and
+# its outcome. The notifier claims due rows, posts them, and writes the outcome back.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("webhook_id", String(128), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, delivered, failed (gave up)
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("outcomes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at"),
+    Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+)
+
+# The last announced state of everything the notifier watches (a target for a unit and period, a
+# sender's rejects, a unit's daily digest): a change is announced once, in the transaction that records it.
+notification_states = Table(
+    "notification_states",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("state", String(32), nullable=False),
+    Column("detail", JSONB, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Targets and webhooks: from score to action (targets.md)."""
