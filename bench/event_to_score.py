@@ -108,7 +108,8 @@ def main() -> None:
         from tests.support.kafka import TansuBroker
 
         broker = TansuBroker().start()
-        env = {"DVC766_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "DVC766_KAFKA_IDEMPOTENT_PRODUCER": "false"}
+        env = {"DVC766_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "DVC766_KAFKA_IDEMPOTENT_PRODUCER": "false",
+               "DVC766_KAFKA_REPLICATION_FACTOR": "1", "DVC766_KAFKA_MIN_INSYNC_REPLICAS": "1"}
     with fresh_database("dvc766_bench_e2s") as url:
         if args.split:
             services = [Service(command, url, env=env).start() for command in ("ingest", "indicators", "api")]

@@ -44,10 +44,10 @@ async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
                            lock_timeout_ms=settings.db_lock_timeout_ms)
     calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
     runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
-    if settings.units_file:
+    if settings.units_file:  # a seed: units changed since (PUT /v1/units) are left as they are
         units = load_units_file(settings.units_file)
-        await upsert_units(engine, units)
-        log.info("units loaded", extra={"file": str(settings.units_file), "units": len(units)})
+        added = await upsert_units(engine, units, overwrite=False)
+        log.info("units seeded", extra={"file": str(settings.units_file), "units": len(units), "added": added})
     await runtime.reload_units()
     return runtime
 
@@ -116,7 +116,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    ops.install_http_metrics(app)
+    ops.install_http_metrics(app, access_log_enabled=settings.access_log)
     app.include_router(ops.router)
     if "ingest" in roles:
         app.include_router(ingest_http.router)

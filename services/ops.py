@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
+import uuid
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from shared.logs import REQUEST_ID
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, render
+
+access_log = logging.getLogger("dvc766.access")
+# A caller's X-Request-ID is kept when it is a plain token; anything else gets a fresh id.
+_REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 router = APIRouter(tags=["ops"])
 
@@ -44,38 +52,62 @@ async def metrics():
     return Response(body, media_type=content_type)
 
 
-class HttpMetrics:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot read path): request metrics
-    labelled by route template, and cached scores invalidated after a successful write."""
+def request_id_of(scope) -> str:
+    for name, value in scope.get("headers") or ():
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID_FORM.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
 
-    def __init__(self, app) -> None:
+
+class HttpMetrics:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot read path): a request id (the
+    caller's ``X-Request-ID`` or a new one) answered in ``X-Request-ID`` and on every log line of the
+    request, one access-log line per request, request metrics labelled by route template, and cached
+    scores invalidated after a successful write."""
+
+    def __init__(self, app, *, access_log_enabled: bool = True) -> None:
         self.app = app
+        self.access_log_enabled = access_log_enabled
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = 500
+        request_id = request_id_of(scope)
+        token = REQUEST_ID.set(request_id)
 
         async def send_and_record(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            elapsed = time.perf_counter() - started
             method = scope["method"]
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")  # the route template keeps label cardinality bounded
-            HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - started)
+            HTTP_SECONDS.labels(method, template).observe(elapsed)
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            if self.access_log_enabled:
+                client = scope.get("client")
+                access_log.info("%s %s %d", method, scope["path"], status, extra={
+                    "request_id": request_id, "method": method, "path": scope["path"], "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2), "client": client[0] if client else None})
+            REQUEST_ID.reset(token)
             if method not in ("GET", "HEAD", "OPTIONS") and status < 300:
                 runtime = getattr(scope["app"].state, "runtime", None)
                 if runtime is not None:  # a feed or unit change: scores cached in this process are stale
                     runtime.data_changed()
 
 
-def install_http_metrics(app: FastAPI) -> None:
-    app.add_middleware(HttpMetrics)
+def install_http_metrics(app: FastAPI, *, access_log_enabled: bool = True) -> None:
+    app.add_middleware(HttpMetrics, access_log_enabled=access_log_enabled)

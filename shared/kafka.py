@@ -103,7 +103,10 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
             return
         try:
             await admin.create_topics(
-                [NewTopic(t, num_partitions=settings.kafka_partitions, replication_factor=1) for t in wanted]
+                [NewTopic(t, num_partitions=settings.kafka_partitions,
+                          replication_factor=settings.kafka_replication_factor,
+                          topic_configs={"min.insync.replicas": str(settings.kafka_min_insync_replicas)})
+                 for t in wanted]
             )
             log.info("kafka topics created", extra={"topics": wanted})
         except TopicAlreadyExistsError:

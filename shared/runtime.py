@@ -43,20 +43,23 @@ class Runtime:
         return self.units
 
 
-async def upsert_units(engine: AsyncEngine, units: list[Unit]) -> int:
+async def upsert_units(engine: AsyncEngine, units: list[Unit], *, overwrite: bool = True) -> int:
+    """Insert units; known ones are updated (``overwrite``) or left as they are (a seed file). Returns
+    how many were written."""
     if not units:
         return 0
-    async with engine.begin() as conn:
-        apg = await driver_connection(conn)
-        await apg.execute(
-            """INSERT INTO units (code, name, level, parent_code, e_certified_copy, identifier, updated_at)
-               SELECT c, n, l, p, e, i, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                   $5::boolean[], $6::text[]) AS u(c, n, l, p, e, i)
-               ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, level = EXCLUDED.level,
+    on_conflict = """DO UPDATE SET name = EXCLUDED.name, level = EXCLUDED.level,
                    parent_code = EXCLUDED.parent_code,
                    e_certified_copy = COALESCE(EXCLUDED.e_certified_copy, units.e_certified_copy),
                    identifier = COALESCE(EXCLUDED.identifier, units.identifier),
-                   updated_at = now()""",
+                   updated_at = now()""" if overwrite else "DO NOTHING"
+    async with engine.begin() as conn:
+        apg = await driver_connection(conn)
+        status = await apg.execute(
+            f"""INSERT INTO units (code, name, level, parent_code, e_certified_copy, identifier, updated_at)
+               SELECT c, n, l, p, e, i, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                   $5::boolean[], $6::text[]) AS u(c, n, l, p, e, i)
+               ON CONFLICT (code) {on_conflict}""",
             [u.code for u in units],
             [u.name for u in units],
             [u.level for u in units],
@@ -64,4 +67,4 @@ async def upsert_units(engine: AsyncEngine, units: list[Unit]) -> int:
             [u.e_certified_copy for u in units],
             [u.identifier for u in units],
         )
-    return len(units)
+    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"

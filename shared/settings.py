@@ -144,8 +144,15 @@ class Settings(BaseSettings):
     # Kafka at scale (issue 3). An optional raw upstream topic that `dvc766 ingest` bridges into the
     # canonical topic (absent: upstream systems write to `kafka_topic` directly).
     kafka_upstream_topic: str | None = None
-    kafka_create_topics: bool = True  # create missing topics at start (partitions below, replication 1)
+    kafka_create_topics: bool = True  # create missing topics at start (partitions and replication below)
     kafka_partitions: int = 6
+    # Topics created by dvc766: each partition on this many brokers, and an acks=all write needs this
+    # many of them in sync. 1 / 1 only for a single broker (development, tests).
+    kafka_replication_factor: int = Field(3, ge=1)
+    kafka_min_insync_replicas: int = Field(2, ge=1)
+    # POST /v1/events in Kafka mode answers 503 kafka_unavailable when its events are not all acknowledged
+    # by then (a broker down or unreachable): a client's retry is safe, events count once by their id.
+    kafka_produce_timeout_seconds: float = Field(5.0, gt=0)
     kafka_poll_timeout_ms: int = 500
     kafka_max_batch_records: int = 5000  # messages fetched per poll, at most
     # Fetched batches a worker has in flight: with 2, the next batch's events are decoded, validated
@@ -166,7 +173,8 @@ class Settings(BaseSettings):
     # Auth.
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
 
-    # Units tree (JSON or CSV with code, name, level, parent), loaded at start.
+    # Units tree (JSON or CSV with code, name, level, parent): a seed, loaded at start for the units not
+    # known yet; units changed since through PUT /v1/units keep those changes.
     units_file: Path | None = None
 
     # HTTP.
@@ -203,6 +211,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    access_log: bool = True  # one line per HTTP request (logger dvc766.access) with its request id
     # Allocations between young-generation garbage collections (Python's default: 700; 0 keeps it).
     # Higher means far fewer full collections on the hot paths (shared/process.py).
     gc_young_threshold: int = Field(50_000, ge=0)

@@ -53,12 +53,13 @@ class KafkaPublisher:
         headers = [(SOURCE_HEADER, source.encode())]
         result = IntakeResult()
         try:
-            futures = []
-            for item, check in zip(items, checked):
-                if isinstance(check, DossierEvent):
-                    futures.append(await self.producer.send(
-                        topic, key=check.dossier_code.encode(), value=orjson.dumps(item.value), headers=headers))
-            await asyncio.gather(*futures)
+            async with asyncio.timeout(runtime.settings.kafka_produce_timeout_seconds):
+                futures = []
+                for item, check in zip(items, checked):
+                    if isinstance(check, DossierEvent):
+                        futures.append(await self.producer.send(
+                            topic, key=check.dossier_code.encode(), value=orjson.dumps(item.value), headers=headers))
+                await asyncio.gather(*futures)
         except Exception as exc:  # noqa: BLE001 - nothing is acknowledged unless every event is on the topic
             log.warning("producing to kafka failed", extra={"error": repr(exc)})
             raise Problem(503, "kafka_unavailable", "the event stream is unavailable; retry later") from exc

@@ -110,3 +110,27 @@ async def test_a_broker_restarted_empty_stops_the_partitions_and_skips_nothing(c
     finally:
         await applier.stop()
     assert await live_counters(runtime) == reference_counters(runtime, before_loss + after_loss, s.kafka_source)
+
+
+async def test_with_the_broker_down_ingest_answers_503_within_its_deadline(clean_db, own_broker):
+    import httpx
+
+    from services.app import create_app
+    from tests.conftest import ADMIN_KEY, auth
+    from tests.support.events import event, vn
+
+    s = kafka_settings(clean_db.settings, own_broker.bootstrap, kafka_produce_timeout_seconds=2.0,
+                       kafka_request_timeout_ms=10_000)  # without the deadline, the answer took this long
+    runtime = dataclasses.replace(clean_db, settings=s)
+    app = create_app(("ingest",), runtime=runtime)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = [event("D1", 2, vn(2026, 8, 3), due_at=vn(2026, 8, 10))]
+            assert (await client.post("/v1/events", json=body, headers=auth(ADMIN_KEY))).json()["accepted"] == 1
+            own_broker.stop()
+            started = time.monotonic()
+            down = await client.post("/v1/events", json=[event("D2", 2, vn(2026, 8, 3), due_at=vn(2026, 8, 10))],
+                                     headers=auth(ADMIN_KEY))
+            took = time.monotonic() - started
+    assert down.status_code == 503 and down.json()["code"] == "kafka_unavailable", down.text
+    assert took < 2.0 + 3.0, f"answered after {took:.1f} s"  # the deadline, not the client's 30 s timeout

@@ -1,6 +1,7 @@
 """Health, readiness, metrics, OpenAPI; and `dvc766 serve` as a real process, stopped gracefully."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -73,3 +74,39 @@ def test_serve_applies_in_the_background_and_stops_gracefully(test_database, cle
     # uvicorn finishes the shutdown, then re-raises the signal it caught (exit status -SIGTERM).
     assert process.returncode in (0, -signal.SIGTERM), output
     assert '"msg":"dvc766 stopped"' in output and "Application shutdown complete" in output
+
+
+async def test_request_ids_in_and_out_and_one_access_line_per_request(app_client, caplog):
+    caplog.set_level(logging.INFO, logger="dvc766.access")
+    given = await app_client.get("/healthz", headers={"X-Request-ID": "portal-7f3a"})
+    fresh = await app_client.get("/v1/scores/H44.03?period=2026-08", headers=auth(READER_KEY))
+    hostile = await app_client.get("/healthz", headers={"X-Request-ID": "x" * 300})
+    assert given.headers["x-request-id"] == "portal-7f3a"
+    assert len(fresh.headers["x-request-id"]) == 32 and fresh.headers["x-request-id"] != "portal-7f3a"
+    assert hostile.headers["x-request-id"] != "x" * 300
+    lines = [r for r in caplog.records if r.name == "dvc766.access"]
+    by_id = {r.request_id: r for r in lines}
+    assert by_id["portal-7f3a"].status == 200 and by_id["portal-7f3a"].path == "/healthz"
+    scores = by_id[fresh.headers["x-request-id"]]
+    assert (scores.method, scores.route, scores.status) == ("GET", "/v1/scores/{unit_code}", fresh.status_code)
+    assert scores.duration_ms >= 0
+
+
+async def test_the_units_file_seeds_and_never_overwrites_changes_made_through_the_api(app_client, settings):
+    from services.app import build_runtime
+    from shared.runtime import upsert_units
+    from shared.units import load_units_file
+
+    original = next(u for u in load_units_file(UNITS_FILE) if u.code == "H44.03")
+    renamed = {"code": "H44.03", "name": "Sở Tư pháp (đổi tên)", "level": original.level, "parent": original.parent}
+    put = await app_client.put("/v1/units", json=[renamed], headers={**auth(ADMIN_KEY), "content-type": "application/json"})
+    assert put.status_code == 200, put.text
+    try:
+        restarted = await build_runtime(settings, run_migrations=False)  # a restart loads the units file again
+        try:
+            assert restarted.units.get("H44.03").name == "Sở Tư pháp (đổi tên)"
+        finally:
+            await restarted.engine.dispose()
+    finally:
+        await upsert_units(app_client.app.state.runtime.engine, [original])
+        await app_client.app.state.runtime.reload_units()

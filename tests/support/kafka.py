@@ -139,6 +139,7 @@ def kafka_settings(base, bootstrap: str, *, partitions: int = 4, **extra):
     update = dict(
         kafka_bootstrap_servers=bootstrap, kafka_topic=f"events-{name}", kafka_dead_letter_topic=f"dead-{name}",
         kafka_group_id=f"group-{name}", kafka_idempotent_producer=False, kafka_partitions=partitions,
+        kafka_replication_factor=1, kafka_min_insync_replicas=1,  # one broker
         # Short group timeouts: a killed worker's partitions move on within seconds.
         kafka_poll_timeout_ms=100, kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300,
         kafka_rebalance_timeout_ms=2000,
@@ -158,6 +159,8 @@ def kafka_env(settings, database_url: str) -> dict[str, str]:
         "DVC766_KAFKA_GROUP_ID": settings.kafka_group_id,
         "DVC766_KAFKA_IDEMPOTENT_PRODUCER": "false",
         "DVC766_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "DVC766_KAFKA_REPLICATION_FACTOR": str(settings.kafka_replication_factor),
+        "DVC766_KAFKA_MIN_INSYNC_REPLICAS": str(settings.kafka_min_insync_replicas),
         "DVC766_KAFKA_POLL_TIMEOUT_MS": str(settings.kafka_poll_timeout_ms),
         "DVC766_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "DVC766_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
