@@ -85,6 +85,27 @@ async def get_scores(
                    until=None if period else chosen.end)
 
 
+async def score_document(request: Request, unit_code: str, period: Period, layout: Layout = "portal") -> dict:
+    """The body of ``GET /v1/scores/{unit}`` as a dict, from the same computation (and cache): the pages,
+    the Excel export and the history show exactly the API's numbers."""
+    runtime: Runtime = request.app.state.runtime
+    unit = _unit(runtime, unit_code)
+    computed = await _cache(request).get_entry(
+        ("score", unit.code, period.key, layout), runtime.data_version,
+        lambda: _render_scores(runtime, _memo(request), unit, period, layout))
+    return orjson.loads(computed.value)
+
+
+async def league_table(request: Request, parent: str, period: Period) -> list[dict]:
+    """The rows of ``GET /v1/scores?parent=…&sort=-total`` (the parent's direct children), ranked."""
+    runtime: Runtime = request.app.state.runtime
+    _unit(runtime, parent)
+    computed = await _cache(request).get_entry(
+        ("ranking", parent, period.key, "", "-total"), runtime.data_version,
+        lambda: _ranking(runtime, _memo(request), parent, period, None, "total", True))
+    return [{**row, "rank": rank} for rank, row in enumerate(computed.value, start=1)]
+
+
 def _cache(request: Request) -> ScoreCache:
     state = request.app.state
     cache = getattr(state, "score_cache", None)

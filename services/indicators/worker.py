@@ -120,6 +120,13 @@ async def take_scheduled_snapshot(runtime: Runtime, now: dt.datetime | None = No
     return taken
 
 
+async def record_daily_scores(runtime: Runtime) -> int:
+    """Today's row of the score history for every unit (the read side knows how to score them)."""
+    from services.api.history import record_daily_scores as record
+
+    return await record(runtime)
+
+
 class QueueWorker:
     """Runs the apply loop, the deadline sweeper and the gauges until stopped.
 
@@ -136,6 +143,7 @@ class QueueWorker:
         # empty); a round blocked on a lock or failing over and over leaves it behind.
         self._progress_at = time.monotonic()
         self._oldest_pending_at: dt.datetime | None = None
+        self._last_daily = float("-inf")  # when today's score history was last recorded
 
     def start(self, *, apply_queue: bool = True) -> None:
         if apply_queue:
@@ -202,6 +210,12 @@ class QueueWorker:
             except Exception:
                 SNAPSHOT_FAILURES.inc()
                 log.exception("scheduled snapshot failed; will retry")
+            if time.monotonic() - self._last_daily >= self.runtime.settings.daily_scores_interval_seconds:
+                try:
+                    await record_daily_scores(self.runtime)
+                    self._last_daily = time.monotonic()
+                except Exception:
+                    log.exception("recording the day's scores failed; will retry")
             await self._sleep(interval)
 
     async def _wait_for_events(self, timeout: float) -> None:

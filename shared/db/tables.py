@@ -282,4 +282,16 @@ notification_states = Table(
     Column("state", String(32), nullable=False),
     Column("detail", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+# The score history (migration 0008): a unit's score of a period at the end of each day, written by the
+# indicators side (services/api/history.py: record_daily_scores); a day's row stops changing with the day.
+daily_scores = Table(
+    "daily_scores",
+    metadata,
+    Column("unit_code", String(64), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("total", Numeric(6, 2), nullable=False),
+    Column("rating", Text, nullable=False),
+    Column("groups", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
 )

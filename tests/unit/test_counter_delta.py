@@ -75,14 +75,18 @@ def test_a_status_moving_on_touches_only_the_counts_that_change(old):
     delta = CounterDelta()
     delta.move(old, new)
     changed = _nonzero(delta.totals())
-    # One row: the month's (its quarter and year read it from there).
-    assert changed == {(old.unit_code, ALL_PROCEDURES, old.received_month, "completed"): 1}
+    # The month's rows only (its quarter and year read them from there): all procedures and its own
+    # (completed dossiers are counted per procedure for the per-procedure tables).
+    assert changed == {(old.unit_code, ALL_PROCEDURES, old.received_month, "completed"): 1,
+                       (old.unit_code, old.procedure_code, old.received_month, "completed"): 1}
 
 
-def test_per_procedure_rows_hold_only_the_metrics_the_catalogue_components_read():
+def test_per_procedure_rows_hold_only_the_metrics_read_per_procedure():
     contribution = Contribution("H44.03", "P1", "2026-08", {"received": 1, "received_online": 1, "completed": 1,
-                                                            "on_time": 1, "fee_data": 1})
+                                                            "on_time": 1, "fee_data": 1, "completed_early": 1,
+                                                            "steps": 2})
     expanded = stored_rows(contribution)
-    assert {m for (_, p, _, m) in expanded if p == "P1"} == {"received", "received_online", "fee_data"}
+    assert {m for (_, p, _, m) in expanded if p == "P1"} == {"received", "received_online", "fee_data", "completed",
+                                                             "on_time"}
     assert {m for (_, p, _, m) in expanded if p == ALL_PROCEDURES} == set(contribution.counts)
     assert {"received", "received_online"} <= PROCEDURE_METRICS

@@ -215,10 +215,15 @@ def contribution_of(
     )
 
 
-# Per-procedure rows are kept only for the metrics that the per-procedure (catalogue) components read:
-# 3.2 and 3.3 (received, received online), 3.4, 3.5 and 4.6; the all-procedures row keeps every metric.
-# Any other per-procedure row would be written on the hot path and never read.
-PROCEDURE_METRICS = frozenset({RECEIVED, RECEIVED_BY_CHANNEL[2], PAID_ONLINE_DOSSIERS, FEE_DATA, POPULATION_DATA})
+# Per-procedure rows are kept only for the metrics something reads per procedure: the catalogue
+# components 3.2, 3.3, 3.4, 3.5 and 4.6 (received, received online, paid online, fee data, population
+# data) and the per-procedure and per-field tables (on time, overdue, completed with their processing
+# time, supplement requests); the all-procedures row keeps every metric. Any other per-procedure row
+# would be written on the hot path and never read.
+PROCEDURE_METRICS = frozenset({
+    RECEIVED, RECEIVED_BY_CHANNEL[2], PAID_ONLINE_DOSSIERS, FEE_DATA, POPULATION_DATA,
+    ON_TIME, OVERDUE, COMPLETED, PROCESSING_WORKING_SECONDS, SUPPLEMENT_REQUESTS, DOSSIERS_TWO_PLUS_SUPPLEMENTS,
+})
 
 
 @lru_cache(maxsize=4096)

@@ -1,0 +1,112 @@
+"""The score history: a period's score as it stood at the end of each day so far, and now.
+
+The indicators side records every unit's score of the current month, quarter and year as today's row
+(``record_daily_scores``, every ``daily_scores_interval_seconds`` from the sweeper); the last record of
+a day is that day's end-of-day score, and a day's row is never written again once the day is over, so
+a late event that moves a past period leaves the days already recorded as they stood.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from services.api.breakdown import chosen_period, known_unit
+from services.api.http import score_document
+from services.api.snapshots import unit_cards
+from shared.auth import Principal, reader
+from shared.db.raw import driver_connection, jsonb
+from shared.runtime import Runtime
+from shared.timeutil import VIETNAM, Period, periods_of, utcnow
+
+log = logging.getLogger("dvc766.api.history")
+router = APIRouter(tags=["scores"])
+HISTORY_LOCK = 766_003  # advisory lock key: one process records a day's scores at a time
+
+
+class DayScore(BaseModel):
+    date: dt.date = Field(description="a day of the period (Vietnam time)")
+    total: float
+    rating: str
+    groups: dict[str, float] = Field(description="each group's score by its code (CKMB, TDGQ, …)")
+    live: bool = Field(False, description="true for the last point: the score now, not an end of day")
+
+
+async def record_daily_scores(runtime: Runtime, now: dt.datetime | None = None) -> int:
+    """Write today's row of every unit for the month, quarter and year holding ``now``; returns the rows
+    that changed (0 when another process holds the lock)."""
+    now = now or utcnow()
+    day = now.astimezone(VIETNAM).date()
+    written = 0
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", HISTORY_LOCK):
+            return 0
+        for period in periods_of(now):
+            cards = await unit_cards(runtime, apg, period, now)
+            codes = list(cards)
+            status = await apg.execute(
+                """INSERT INTO daily_scores (unit_code, period, day, total, rating, groups, recorded_at)
+                   SELECT u, $2, $3, t, r, g, $4 FROM unnest($1::text[], $5::numeric[], $6::text[], $7::jsonb[])
+                       AS x(u, t, r, g)
+                   ON CONFLICT (unit_code, period, day) DO UPDATE SET total = EXCLUDED.total,
+                       rating = EXCLUDED.rating, groups = EXCLUDED.groups, recorded_at = EXCLUDED.recorded_at
+                   WHERE (daily_scores.total, daily_scores.rating, daily_scores.groups)
+                         IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.rating, EXCLUDED.groups)""",
+                codes, period, day, now,
+                [cards[code]["total"]["score"] for code in codes],
+                [cards[code]["rating"] for code in codes],
+                [jsonb({g["code"]: g["score"] for g in cards[code]["groups"]}) for code in codes],
+            )
+            written += int(status.rsplit(" ", 1)[-1])
+    return written
+
+
+async def daily_rows(runtime: Runtime, units: list[str], period: Period) -> dict[str, list[DayScore]]:
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        rows = await apg.fetch(
+            """SELECT unit_code, day, total, rating, groups FROM daily_scores
+               WHERE unit_code = ANY($1::text[]) AND period = $2 ORDER BY unit_code, day""",
+            units, period.key,
+        )
+    out: dict[str, list[DayScore]] = {code: [] for code in units}
+    for r in rows:
+        out[r["unit_code"]].append(DayScore(date=r["day"], total=float(r["total"]), rating=r["rating"],
+                                            groups=r["groups"]))
+    return out
+
+
+async def history(request: Request, unit_code: str, period: Period) -> list[DayScore]:
+    """The recorded days of the period, and, while the period runs, today's point as the score now."""
+    runtime: Runtime = request.app.state.runtime
+    days = (await daily_rows(runtime, [unit_code], period))[unit_code]
+    now = utcnow()
+    if period.start <= now < period.end:
+        today = now.astimezone(VIETNAM).date()
+        live = await score_document(request, unit_code, period)
+        days = [d for d in days if d.date < today]
+        days.append(DayScore(date=today, total=live["total"]["score"], rating=live["rating"],
+                             groups={g["code"]: g["score"] for g in live["groups"]}, live=True))
+    return days
+
+
+def change_since_yesterday(days: list[DayScore], total: float, period: Period) -> float | None:
+    """The total now minus the last end-of-day score before the period's latest day so far."""
+    latest = min(utcnow(), period.end - dt.timedelta(microseconds=1)).astimezone(VIETNAM).date()
+    before = [d for d in days if d.date < latest and not d.live]
+    if not before:
+        return None
+    return round(total - before[-1].total, 2)
+
+
+@router.get("/v1/scores/{unit_code}/history", response_model=list[DayScore],
+            summary="The period's score at the end of each day so far (and now)")
+async def get_history(request: Request, unit_code: str, period: str | None = Query(None),
+                      _: Principal = Depends(reader)) -> list[DayScore]:
+    runtime: Runtime = request.app.state.runtime
+    unit = known_unit(runtime, unit_code)
+    return await history(request, unit.code, chosen_period(period))
