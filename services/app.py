@@ -10,11 +10,15 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 
 from services import admin, ops
+from services.api import breakdown as api_breakdown
+from services.api import exports as api_exports
 from services.api import feeds as api_feeds
+from services.api import history as api_history
 from services.api import http as api_http
 from services.api import portal as api_portal
 from services.api import snapshots as api_snapshots
 from services.api.fastpath import CachedReads
+from services.api.pages import routes as pages
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import QueueWorker
 from services.notify import http as notify_http
@@ -123,11 +127,15 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.include_router(ingest_portal.router)  # the national portal's own payloads
     if "api" in roles:
         app.include_router(api_http.router)
+        app.include_router(api_breakdown.router)  # per procedure, per field
+        app.include_router(api_history.router)  # the score at the end of each day
+        app.include_router(api_exports.router)  # Excel
         app.include_router(api_feeds.router)  # catalogue, feedback, reported totals
         app.include_router(api_snapshots.router)
         app.include_router(api_portal.router)  # read side in the portal's shapes
         app.include_router(notify_http.router)  # targets and webhooks
         app.include_router(admin.router)
+        pages.install(app)  # the pages people read, and the public scoreboard
     return app
 
 

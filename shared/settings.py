@@ -209,6 +209,14 @@ class Settings(BaseSettings):
     # time of that day on, so the day's work is in them. Empty: never taken automatically.
     snapshot_local_time: dt.time | None = dt.time(17, 0)
 
+    # Pages (services/api/pages/): a sign-in cookie lasts this long.
+    session_hours: float = Field(8.0, gt=0, le=24 * 30)
+    # Who may frame the public scoreboard (CSP frame-ancestors sources), e.g. ["https://phutho.gov.vn"].
+    public_frame_ancestors: list[str] = Field(default_factory=lambda: ["'self'"])
+    # The indicators side records each unit's score of the current month, quarter and year as the day's
+    # row of the score history this often (the last record of a day is its end-of-day score).
+    daily_scores_interval_seconds: float = Field(60.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = True  # one line per HTTP request (logger dvc766.access) with its request id
