@@ -1,7 +1,7 @@
 """The score history: each unit's score of a period as it stood at the end of each day.
 
 Revision ID: 20261204_2230
-Revises: 20261204_2200
+Revises: 20261204_2050, 20261204_2200 (joins the two heads main had)
 Create Date: 2026-12-04
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "20261204_2230"
-down_revision = "20261204_2200"
+down_revision = ("20261204_2050", "20261204_2200")
 branch_labels = None
 depends_on = None
 
