@@ -143,7 +143,7 @@ class QueueWorker:
         # empty); a round blocked on a lock or failing over and over leaves it behind.
         self._progress_at = time.monotonic()
         self._oldest_pending_at: dt.datetime | None = None
-        self._last_daily = float("-inf")  # when today's score history was last recorded
+        self._last_daily = time.monotonic()  # when today's score history was last recorded (first: an interval in)
 
     def start(self, *, apply_queue: bool = True) -> None:
         if apply_queue:

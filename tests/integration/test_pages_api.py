@@ -3,6 +3,8 @@ real database with events through the real ingest (the browser tests are in test
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import re
 import time
@@ -13,6 +15,10 @@ from openpyxl import load_workbook
 
 from services.api.exports import CHILDREN_SHEET
 from services.api.pages.session import COOKIE
+from services.indicators.engine import IndicatorEngine
+from services.indicators.worker import QueueWorker
+from shared.db.raw import driver_connection
+from shared.timeutil import VIETNAM, periods_of, utcnow
 from tests.conftest import ADMIN_KEY, READER_KEY, SOURCE_KEY, auth, drain
 from tests.support.events import event, vn
 from tests.support.pages import DAYS, PERIOD, load_month
@@ -193,3 +199,30 @@ async def test_public_scoreboard_needs_no_key_shows_no_dossier_and_may_be_framed
         "text/html")
     private = await month.get("/ui/units/H44", params={"period": PERIOD}, headers=auth(READER_KEY))
     assert private.headers["x-frame-options"] == "DENY"
+
+
+async def test_the_indicators_worker_records_the_days_scores(month):
+    """The sweeper writes today's row of every unit's current month, quarter and year."""
+    runtime = month.app.state.runtime
+    settings = runtime.settings.model_copy(update={"sweep_interval_seconds": 0.05,
+                                                   "daily_scores_interval_seconds": 0.05})
+    worker = QueueWorker(dataclasses.replace(runtime, settings=settings),
+                         IndicatorEngine(runtime.calendar, settings.policy))
+    today = utcnow().astimezone(VIETNAM).date()
+    worker.start(apply_queue=False)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                async with runtime.engine.connect() as conn:
+                    apg = await driver_connection(conn)
+                    periods = {r["period"] for r in await apg.fetch(
+                        "SELECT period FROM daily_scores WHERE unit_code = 'H44' AND day = $1", today)}
+                if periods == set(periods_of(utcnow())):
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await worker.stop()
+    history = (await get(month, "/v1/scores/H44/history")).json()
+    live = (await get(month, "/v1/scores/H44")).json()
+    assert history[-1] == {"date": today.isoformat(), "total": live["total"]["score"], "rating": live["rating"],
+                           "groups": {g["code"]: g["score"] for g in live["groups"]}, "live": True}
