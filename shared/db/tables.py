@@ -282,7 +282,9 @@ notification_states = Table(
     Column("state", String(32), nullable=False),
     Column("detail", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-# The score history (migration 0008): a unit's score of a period at the end of each day, written by the
+)
+
+# The score history (migration 20261204_2310): a unit's score of a period at the end of each day, written by the
 # indicators side (services/api/history.py: record_daily_scores); a day's row stops changing with the day.
 daily_scores = Table(
     "daily_scores",

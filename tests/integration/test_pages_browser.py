@@ -163,6 +163,10 @@ async def test_unit_page_shows_the_api_numbers(site, browser, viewport):
             assert same(await text_of(page, f"{by}-{row['code']}-on_time_ratio"), row["on_time_ratio"])
     for day in await api(client, "/v1/scores/H44/history", period=PERIOD):
         assert same(await page.locator(f'[data-key="day-{day["date"]}"]').text_content(), day["total"])
+    targets = (await api(client, "/v1/units/H44/targets", period=PERIOD))["targets"]
+    assert targets
+    for target in targets:
+        assert same(await text_of(page, f"target-{target['id']}-value"), target["value"]), target["id"]
     warning = await api(client, "/v1/units/H44/early-warning", period=PERIOD)
     for item in warning["items"]:
         assert await page.get_by_text(item["dossier_code"]).count() == 1

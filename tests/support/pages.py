@@ -5,10 +5,11 @@ indicators side does), and two open dossiers about to turn overdue now (early wa
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from services.api.history import record_daily_scores
 from shared.timeutil import VIETNAM, utcnow
-from tests.conftest import ADMIN_KEY, auth, drain
+from tests.conftest import ADMIN_KEY, ROOT, auth, drain
 from tests.support.events import event, vn
 
 PERIOD = "2026-08"
@@ -57,6 +58,9 @@ def _turning_overdue_now() -> list[dict]:
 
 async def load_month(client, runtime) -> None:
     response = await client.put("/v1/catalog/procedures", json=CATALOGUE, headers=auth(ADMIN_KEY))
+    assert response.status_code == 200, response.text
+    targets = json.loads((ROOT / "examples" / "targets-h44.json").read_text(encoding="utf-8"))
+    response = await client.put("/v1/targets", json=targets, headers=auth(ADMIN_KEY))
     assert response.status_code == 200, response.text
     for day in DAYS:
         response = await client.post("/v1/events", json=_day_events(day), headers=auth(ADMIN_KEY))

@@ -47,6 +47,8 @@ FLAGS = {
 LEVELS = {"MINISTRY": "Bộ, ngành", "PROVINCE": "Tỉnh, thành phố", "DEPARTMENT": "Sở, ban, ngành",
           "DISTRICT": "Cấp huyện", "COMMUNE": "Cấp xã"}
 CHANNELS = {1: "Trực tiếp", 2: "Trực tuyến", 3: "Bưu chính công ích"}
+TARGET_STATUS = {"met": ("Đạt", "r-top"), "at_risk": ("Có nguy cơ không đạt", "r-mid"),
+                 "missed": ("Không đạt", "r-low"), "no_data": ("Chưa có số liệu", "")}
 RATING_CLASS = {"Xuất sắc": "r-top", "Tốt": "r-good", "Khá": "r-fair", "Trung bình": "r-mid", "Yếu": "r-low"}
 
 

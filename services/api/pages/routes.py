@@ -22,6 +22,7 @@ from services.api.history import change_since_yesterday, daily_rows, history
 from services.api.pages import present
 from services.api.pages.session import end_session, page_reader, reader_of_key, start_session
 from services.indicators.rules.scoring import COMPONENTS_BY_ID
+from services.notify import http as targets_api
 from shared.auth import Principal
 from shared.problems import Problem
 from shared.runtime import Runtime
@@ -31,7 +32,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(number=present.number, count=present.count, signed=present.signed,
                              local_time=present.local_time, reason=present.reason, period_label=present.period_label)
 templates.env.globals.update(LEVELS=present.LEVELS, FLAGS=present.FLAGS, CHANNELS=present.CHANNELS,
-                             RATING_CLASS=present.RATING_CLASS)
+                             RATING_CLASS=present.RATING_CLASS, TARGET_STATUS=present.TARGET_STATUS)
 static = StaticFiles(directory=HERE / "static")
 router = APIRouter(include_in_schema=False)
 
@@ -164,13 +165,14 @@ async def unit_page(request: Request, unit_code: str, period: str | None = None)
         runtime: Runtime = request.app.state.runtime
         unit = api_http._unit(runtime, unit_code)
         chosen = api_http._period(period)
-        document, children, days, warning, procedures, fields = await asyncio.gather(
+        document, children, days, warning, procedures, fields, targets = await asyncio.gather(
             api_http.score_document(request, unit.code, chosen),
             api_http.league_table(request, unit.code, chosen),
             history(request, unit.code, chosen),
             drilldown.early_warning(request, unit.code, days=None, period=chosen.key, limit=20, _=who),
             breakdown(runtime, unit.code, chosen, "procedure"),
             breakdown(runtime, unit.code, chosen, "field"),
+            targets_api.unit_targets(request, unit.code, period=chosen.key, _=who),
         )
         if children:
             child_days = await daily_rows(runtime, [row["unit"]["code"] for row in children], chosen)
@@ -178,7 +180,8 @@ async def unit_page(request: Request, unit_code: str, period: str | None = None)
                                                                   chosen)} for row in children]
         return _render(request, "unit.html", unit=unit, period=chosen, doc=document, children=children,
                        days=days, chart=present.trend(days), warning=warning, procedures=procedures[:30],
-                       procedure_count=len(procedures), fields=fields, ancestors=_ancestors(runtime, unit.code),
+                       procedure_count=len(procedures), fields=fields, targets=targets.targets,
+                       ancestors=_ancestors(runtime, unit.code),
                        component_flag=COMPONENT_FLAG)
 
     return await _page_problem(request, work)

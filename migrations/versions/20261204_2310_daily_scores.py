@@ -1,7 +1,7 @@
 """The score history: each unit's score of a period as it stood at the end of each day.
 
-Revision ID: 20261204_2230
-Revises: 20261204_2050, 20261204_2200 (joins the two heads main had)
+Revision ID: 20261204_2310
+Revises: 20261204_2300
 Create Date: 2026-12-04
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "20261204_2230"
-down_revision = ("20261204_2050", "20261204_2200")
+revision = "20261204_2310"
+down_revision = "20261204_2300"
 branch_labels = None
 depends_on = None
 
