@@ -9,7 +9,7 @@ import datetime as dt
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.api.queries import OVERDUE_AT_T, _iso, scorecard_for, unit_counts
+from services.api.queries import OVERDUE_AT_T, _iso, input_flags, scorecard_for, unit_counts
 from services.api.score_context import load_context
 from services.indicators.rules import counters as c
 from services.indicators.rules.scoring import COMPONENTS_BY_ID, score_component, Measure
@@ -79,7 +79,7 @@ async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: P
     condition, reason = DOSSIER_COMPLEMENT[cid]
     rows = await apg.fetch(
         f"""SELECT d.dossier_code, d.unit_code, d.procedure_code, d.status, d.channel, d.received_at, d.due_at,
-                   d.ended_at, d.overdue_reason, ({OVERDUE_AT_T}) AS overdue, d.attributes
+                   d.ended_at, d.overdue_reason, ({OVERDUE_AT_T}) AS overdue, d.attributes, d.no_deadline
             FROM dossiers d
             WHERE d.unit_code = ANY($1::text[]) AND {PERIOD_CONDITION.get(cid, RECEIVED_IN_PERIOD)} AND ({condition})
               AND d.dossier_code > $4
@@ -99,7 +99,8 @@ async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: P
                     "procedure_code": r["procedure_code"], "status": r["status"],
                     "status_name": STATUS_NAMES_VI.get(r["status"]), "channel": r["channel"],
                     "received_at": _iso(r["received_at"]), "due_at": _iso(r["due_at"]),
-                    "ended_at": _iso(r["ended_at"]), "reasons": reasons, "key": r["dossier_code"]})
+                    "ended_at": _iso(r["ended_at"]), "reasons": reasons,
+                    "flags": input_flags(r["attributes"], r["ended_at"], r["no_deadline"]), "key": r["dossier_code"]})
     return out
 
 

@@ -258,7 +258,8 @@ async def list_dossiers(
     request: Request,
     unit_code: str,
     period: str | None = Query(None),
-    flag: str = Query("overdue", description="overdue, two_plus_supplements, overdue_step, open_overdue, not_online"),
+    flag: str = Query("overdue", description="overdue, two_plus_supplements, overdue_step, open_overdue, not_online, "
+                                             "input_gaps (counted although its input lacked something; see flags)"),
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None),
     _: Principal = Depends(reader),

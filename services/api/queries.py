@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import asyncpg
+import orjson
 
 from services.indicators.rules.counters import ALL_PROCEDURES, stored_periods
 from services.indicators.rules.scoring import (  # noqa: F401 (dossier_measures: re-exported)
@@ -119,7 +120,27 @@ FLAG_CONDITIONS = {
     "overdue_step": "d.overdue_steps > 0",
     "open_overdue": "d.ended_at IS NULL AND ({overdue})",
     "not_online": "d.channel <> 2",
+    # Counted with something its input lacked: no due time nor legal time, an end claimed without its
+    # time, no procedure code (the reasons are in each item's ``flags``).
+    "input_gaps": ("d.no_deadline OR coalesce((d.attributes->>'end_time_missing')::boolean, false) "
+                   "OR coalesce((d.attributes->>'procedure_missing')::boolean, false)"),
 }
+
+
+def input_flags(attributes, ended_at: dt.datetime | None, no_deadline: bool) -> list[str]:
+    """Why a dossier counts as it does although its input lacked something (drill-down ``flags``)."""
+    if isinstance(attributes, str):
+        attributes = orjson.loads(attributes)
+    attributes = attributes or {}
+    flags = []
+    if attributes.get("end_time_missing"):
+        # The system claimed an end with no time for it: taken from the step records, else still open.
+        flags.append("end_from_steps" if ended_at is not None else "end_time_missing")
+    if attributes.get("procedure_missing"):
+        flags.append("procedure_missing")
+    if no_deadline:
+        flags.append("no_deadline_flagged")
+    return flags
 OVERDUE_AT_T = "d.overdue_fixed IS TRUE OR (d.overdue_fixed IS NULL AND d.deadline IS NOT NULL AND d.deadline < $3)"
 
 
@@ -139,7 +160,7 @@ async def dossiers_behind(
     rows = await conn.fetch(
         f"""SELECT d.dossier_code, d.unit_code, d.procedure_code, d.status, d.received_at, d.channel, d.due_at,
                    d.ended_at, d.supplement_count, d.overdue_steps, d.overdue_fixed, d.overdue_reason,
-                   d.deadline, ({OVERDUE_AT_T}) AS overdue
+                   d.deadline, ({OVERDUE_AT_T}) AS overdue, d.attributes, d.no_deadline
             FROM dossiers d
             WHERE d.unit_code = ANY($1::text[]) AND d.received_month = ANY($2::text[]) AND ({condition})
               AND d.dossier_code > $4
@@ -174,6 +195,7 @@ async def dossiers_behind(
                 "overdue_steps": r["overdue_steps"],
                 "overdue": bool(r["overdue"]),
                 "reasons": reasons,
+                "flags": input_flags(r["attributes"], r["ended_at"], r["no_deadline"]),
             }
         )
     return out

@@ -437,7 +437,9 @@ def map_step(step: Any, unit_of: Callable[[str, str], str]) -> tuple[str | None,
         )
         if v is not None
     }
-    attributes = {PROVISIONAL: True} if status == 2 else None  # the receipt's facts come from the snapshot
+    # A step's receipt is claimed (the receipt's facts come from the snapshot); so is a step's 9, which
+    # systems also make up for 5, 6 and 8 (a step reported at the same instant says which it was).
+    attributes = {PROVISIONAL: True} if status in (2, 9) else None
     return code, [_event(code, unit, STEP_PROCEDURE, status, at, step=detail or None, attributes=attributes)]
 
 

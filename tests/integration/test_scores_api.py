@@ -54,7 +54,7 @@ async def test_scores_of_a_unit_and_its_parent(app_client):
     await drain(app_client.app.state.runtime)
     unit = await scores(app_client, "H44.03", "2026-08")
     assert unit["unit"] == {"code": "H44.03", "name": "Ban quản lý các khu công nghiệp - Tỉnh Phú Thọ",
-                            "level": "DEPARTMENT", "parent": "H44"}
+                            "level": "DEPARTMENT", "parent": "H44", "identifier": None}
     c21 = component(unit, "2.1")
     assert (c21["numerator"], c21["denominator"], c21["ratio"], c21["score"]) == (2, 4, 50.0, 10.0)
     c33 = component(unit, "3.3")

@@ -275,3 +275,133 @@ def test_receipt_facts_come_from_the_snapshot_not_a_step_record(calendar):
     facts = derive_facts(story.code, history, calendar)
     assert (facts.channel, facts.procedure_code, facts.due_at_received) == (2, "1.009", vn(2026, 8, 7, 17))
     assert facts.steps == 1
+
+
+# ------------------------------------------------------------------- real systems' habits (clients.md)
+
+
+def test_envelope_from_the_query_string_for_a_bare_array():
+    record = sample_stories()[0].snapshot_at(vn(2026, 8, 3, 9))
+    envelope = read_envelope([record], query={"MaDinhDanhDV": "000.00.07.H44", "isUpdating": "True"},
+                             service="DongBoHoSoMC")
+    assert (envelope.service, envelope.madonvi, envelope.data) == ("DongBoHoSoMC", "000.00.07.H44", [record])
+    # No service anywhere: the records say which (a snapshot has TrangThaiHoSo, a step ThoiDiemXuLy).
+    assert read_envelope([record], query={"madonvi": "H44.07"}).service == "DongBoHoSoMC"
+    assert read_envelope([{"MaHoSo": "X", "TrangThai": "4", "ThoiDiemXuLy": "20260803090000"}]).service == \
+        "CapNhatTienDoHoSoMC"
+    assert read_envelope({"service": "TraCuuHoSo", "MaHoSo": "X", "session": "s"}).session == "s"
+    # The identifier names the unit: events carry our code.
+    [item] = map_payload(envelope, TREE).items
+    assert {e["unit_code"] for e in item.events} == {"H44.07"}
+
+
+def test_value_habits_null_numbers_and_booleans():
+    habits = {"MaHoSo": "V-1", "MaTTHC": "1.1", "TrangThaiHoSo": 4, "KenhThucHien": 2, "NgayTiepNhan": 20260803080000,
+              "NgayHenTra": None, "NgayKetThucXuLy": None, "NgayTra": None, "HoSoCoThanhPhanSoHoa": True,
+              "TaiLieuNop": [{"DuocSoHoa": 1, "DuocTaiSuDung": 2, "DuocLayTuKhoDMQG": False, "IsDeleted": 0}],
+              "DanhSachLePhi": None, "DanhSachHoSoBoSung": None, "DuocThanhToanTrucTuyen": None}
+    [item] = mapped(snapshot_call("H44.07", [habits])).items
+    receipt, state = item.events
+    assert (receipt["status"], receipt["channel"], receipt["occurred_at"]) == (2, 2, vn(2026, 8, 3, 8).isoformat())
+    assert state["attributes"] == {"synced_to_portal": True, "digitized": True, "reused_digitized": True,
+                                   "from_data_store": False}
+
+
+def test_reuse_deleted_attachments_vneid_and_population_databases():
+    docs = [{"DuocTaiSuDung": "1", "IsDeleted": "True"}, {"DuocTaiSuDung": "0", "IsDeleted": "False", "DuocSoHoa": "1"}]
+    assert snapshot_attributes({"TaiLieuNop": docs})["reused_digitized"] is False  # the reused one was deleted
+    assert snapshot_attributes({"TaiLieuNop": [{"DuocTaiSuDung": "2"}]})["reused_digitized"] is True
+    assert snapshot_attributes({"TaiKhoanDuocXacThucVoiVNeID": "1"})["population_data"] is True
+    linked = {"TaiKhoanDuocXacThucVoiVNeID": "0", "DSKetNoiCSDL": [{"MaCSDL": "7"}]}
+    assert snapshot_attributes(linked)["population_data"] is False  # 7 is not configured as the population DB
+    assert snapshot_attributes(linked, population_db_codes={"7"})["population_data"] is True
+    assert "population_data" not in snapshot_attributes({})
+    assert snapshot_attributes({"LoaiDoiTuong": "2"})["applicant_type"] == 2
+
+
+def test_status_1_is_not_a_receipt_and_3_is_a_refusal_at_the_door():
+    base = {"MaHoSo": "S-1", "MaTTHC": "1.1", "NgayTiepNhan": "20260803080000", "NgayHenTra": ""}
+    [submitted] = mapped(snapshot_call("H44.07", [{**base, "TrangThaiHoSo": "1"}])).items
+    assert [e["status"] for e in submitted.events] == [1]
+    [refused] = mapped(snapshot_call("H44.07", [{**base, "TrangThaiHoSo": "3", "NgayTuChoi": "20260803100000"}])).items
+    assert [(e["status"], e["occurred_at"]) for e in refused.events] == [(3, vn(2026, 8, 3, 10).isoformat())]
+
+
+def test_an_end_without_its_time_keeps_the_dossier_flagged(calendar):
+    base = {"MaHoSo": "E-1", "MaTTHC": "1.1", "NgayTiepNhan": "20260803080000", "NgayHenTra": "20260810170000"}
+    [item] = mapped(snapshot_call("H44.07", [{**base, "TrangThaiHoSo": "10", "NgayTra": "", "NgayKetThucXuLy": ""}])).items
+    assert {e["status"] for e in item.events} == {2} and item.events[-1]["attributes"]["end_time_missing"] is True
+    # 10 with only NgayKetThucXuLy: the end is known, the return is not.
+    [item] = mapped(snapshot_call("H44.07", [{**base, "TrangThaiHoSo": "10", "NgayKetThucXuLy": "20260805100000"}])).items
+    assert [e["status"] for e in item.events][:2] == [2, 9]
+    assert item.events[-1]["attributes"]["end_time_missing"] is False
+    # No MaTTHC: kept under a placeholder procedure, flagged.
+    [item] = mapped(snapshot_call("H44.07", [{**base, "MaTTHC": "", "TrangThaiHoSo": "2"}])).items
+    assert item.events[0]["procedure_code"] == "(chưa rõ thủ tục)"
+    assert item.events[-1]["attributes"]["procedure_missing"] is True
+
+
+def test_a_made_up_9_step_yields_only_to_a_collapsed_status_at_the_same_instant(calendar):
+    def history(*steps):
+        snapshot = events_of(snapshot_call("H44.07", [{"MaHoSo": "Q-1", "MaTTHC": "1.1", "TrangThaiHoSo": "4",
+                                                        "NgayTiepNhan": "20260803080000"}]))
+        records = [{"MaHoSo": "Q-1", "TrangThai": s, "ThoiDiemXuLy": t} for s, t in steps]
+        bodies = snapshot + events_of(progress_call("H44.07", records))
+        return [history_event(seq, validate_event(b, "s").body()) for seq, b in enumerate(bodies)]
+
+    collapsed = derive_facts("Q-1", history(("5", "20260804090000"), ("9", "20260804090000")), calendar)
+    assert (collapsed.ended_at, collapsed.supplement_count) == (None, 1)
+    finished = derive_facts("Q-1", history(("4", "20260808100000"), ("9", "20260808100000")), calendar)
+    assert finished.ended_at == vn(2026, 8, 8, 10)
+
+
+def test_unit_attribution_prefix_then_processing_unit_then_madonvi():
+    tree = UnitTree([Unit("H44", "UBND tỉnh", "PROVINCE", identifier="000.00.00.H44"),
+                     Unit("H44.07", "Sở Công Thương", "DEPARTMENT", "H44", identifier="000.00.07.H44"),
+                     Unit("H44.100", "UBND Phường Việt Trì", "COMMUNE", "H44", identifier="000.20.01.H44"),
+                     Unit("H45", "UBND tỉnh khác", "PROVINCE"),
+                     Unit("H45.07", "Sở Công Thương", "DEPARTMENT", "H45")])
+    from services.ingest.portal_mapping import attribute_unit
+
+    assert attribute_unit(tree, ("H44",), "000.20.01.H44-260805-0002", "Sở Công Thương", "000.00.00.H44") == "H44.100"
+    assert attribute_unit(tree, ("H44",), "HS-1", "sở  công thương", "000.00.00.H44") == "H44.07"  # by name, in H44
+    assert attribute_unit(tree, ("H45",), "HS-1", "Sở Công Thương", "H45") == "H45.07"
+    assert attribute_unit(tree, ("H44",), "HS-1", "Phòng không có", "000.00.00.H44") == "H44"
+    assert attribute_unit(tree, None, "HS-1", "", "H99") == "H99"  # unknown: refused downstream as unknown_unit
+    assert tree.resolve("000.00.07.H44") == "H44.07" and tree.resolve("H44.07") == "H44.07"
+
+
+def test_units_file_carries_identifiers():
+    from shared.units import load_units_text
+
+    units = load_units_text("code,name,level,parent,identifier\nH44,UBND tỉnh,PROVINCE,,000.00.00.H44\n"
+                            "H44.07,Sở Công Thương,DEPARTMENT,H44,000.00.07.H44\nH44.08,Sở GD,DEPARTMENT,H44,\n")
+    assert [(u.code, u.identifier) for u in units] == [("H44", "000.00.00.H44"), ("H44.07", "000.00.07.H44"),
+                                                       ("H44.08", None)]
+    json_units = load_units_text('[{"code": "H44", "name": "x", "level": "PROVINCE", "ma_dinh_danh": "000.00.00.H44"}]')
+    assert json_units[0].identifier == "000.00.00.H44"
+
+
+def test_personal_data_blanked_for_dead_letters():
+    from services.ingest.portal_mapping import blank_personal, blank_personal_text
+
+    record = {"MaHoSo": "P-1", "ChuHoSo": "Trần Thị Bình", "SoDienThoai": "0912", "session": "secret",
+              "DinhDanhCHS": [{"SoDinhDanh": "001"}], "TaiLieuNop": [{"TenTepDinhKem": "a"}]}
+    assert blank_personal(record) == {"MaHoSo": "P-1", "ChuHoSo": "", "SoDienThoai": "", "session": "",
+                                      "DinhDanhCHS": "", "TaiLieuNop": [{"TenTepDinhKem": "a"}]}
+    assert blank_personal_text('{"ChuHoSo": "Trần \\"Bình\\"", "MaHoSo": "P-1", "Email":"a@b"') == \
+        '{"ChuHoSo": "", "MaHoSo": "P-1", "Email":""'
+
+
+def test_sessions_are_bound_to_their_key_and_expire():
+    from shared.auth import KeyRing
+    from shared.settings import ApiKey
+
+    ring = KeyRing({"k1": ApiKey(role="source", source="s1", units=["H44"]), "k2": ApiKey(role="reader")})
+    token = ring.issue_session("k1", 60, now=1000)
+    assert ring.lookup_session(token, now=1059).source == "s1"
+    assert ring.lookup_session(token, now=1061) == "expired"
+    assert ring.lookup_session(token.replace("dvcs1.", "dvcs1.0"), now=1000) is None
+    assert ring.issue_session("unknown", 60) is None
+    other = KeyRing({"k1-rotated": ApiKey(role="source", source="s1", units=["H44"])})
+    assert other.lookup_session(token, now=1000) is None  # the key is gone: so are its sessions

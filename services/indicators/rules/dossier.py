@@ -75,10 +75,12 @@ class DossierFacts:
         return self.due_at_received
 
 
-# Attribute marking a status only claimed, not reported (the national portal's whole-dossier snapshots
-# are known to send 5, 6 and 8 as 9): at the same instant, reported events come first and a claimed
-# status yields to the reported one.
+# Attribute marking a status only claimed, not reported: a snapshot's end (the national portal's
+# whole-dossier snapshots are known to send 5, 6 and 8 as 9), a step record's receipt, a step record's 9
+# (systems make up 9 steps for 5, 6 and 8 too). At the same instant reported events come first, and a
+# claimed status yields to the reported one: a claimed 9 only to the statuses systems collapse into it.
 PROVISIONAL = "status_provisional"
+COLLAPSED_INTO = {Status.RESOLVED: {Status.SUPPLEMENT_REQUESTED, Status.AWAITING_PAYMENT, Status.STOPPED}}
 
 
 def _reconcile_claimed(events: list[HistoryEvent]) -> list[HistoryEvent]:
@@ -93,7 +95,9 @@ def _reconcile_claimed(events: list[HistoryEvent]) -> list[HistoryEvent]:
     for event in ordered:
         status = reported.get(event.occurred_at)
         if event.attributes.get(PROVISIONAL) and status is not None and status != event.status:
-            event = replace(event, status=status)
+            collapsed = COLLAPSED_INTO.get(event.status)
+            if collapsed is None or status in collapsed:
+                event = replace(event, status=status)
         out.append(event)
     return out
 
