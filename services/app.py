@@ -15,6 +15,7 @@ from services.api import exports as api_exports
 from services.api import feeds as api_feeds
 from services.api import history as api_history
 from services.api import http as api_http
+from services.api import parked as api_parked
 from services.api import portal as api_portal
 from services.api import snapshots as api_snapshots
 from services.api.fastpath import CachedReads
@@ -135,6 +136,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.include_router(api_portal.router)  # read side in the portal's shapes
         app.include_router(notify_http.router)  # targets and webhooks
         app.include_router(admin.router)
+        app.include_router(api_parked.router)  # dossiers whose apply failed
         pages.install(app)  # the pages people read, and the public scoreboard
     return app
 

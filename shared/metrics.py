@@ -20,6 +20,10 @@ EVENTS_DUPLICATE = Counter("dvc766_events_duplicate_total", "Events already know
 EVENTS_REJECTED = Counter("dvc766_events_rejected_total", "Events rejected, by reason", ["transport", "reason"])
 EVENTS_APPLIED = Counter("dvc766_events_applied_total", "Events applied to the counters")
 DOSSIERS_RECOMPUTED = Counter("dvc766_dossiers_recomputed_total", "Dossier states re-derived")
+DOSSIERS_PARKED = Counter("dvc766_dossiers_parked_total",
+                          "Dossier applies that failed and parked the dossier (out of the counters, error kept)")
+PARKED_DOSSIERS = Gauge("dvc766_parked_dossiers", "Dossiers parked now (GET /v1/parked-dossiers)",
+                        multiprocess_mode="max")
 APPLY_SECONDS = Histogram(
     "dvc766_apply_batch_seconds",
     "Time to apply one batch to dossier state and counters (one transaction)",

@@ -3,13 +3,18 @@
 For every dossier a batch touches: re-read its whole history, derive its facts (pure rules), and
 replace its old contribution to the counters with the new one. Counter changes of the whole batch
 are summed first and written in one statement, in key order (no deadlocks between workers).
+
+A dossier whose apply raises (a rule that cannot compute its history, a row PostgreSQL refuses) is
+*parked*: its contribution leaves the counters, its row is removed, and ``parked_dossiers`` keeps the
+error; the rest of the batch commits. Its events stay stored, so its next event, or ``dvc766 replay
+--dossier``, derives it again from its whole history (and takes it off the list when that succeeds).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 import orjson
@@ -30,7 +35,7 @@ from shared.calendar import WorkingCalendar
 from shared.db.raw import copy_to_stage, jsonb
 from shared.events import DossierEvent
 from shared.jsonbytes import json_bytes
-from shared.metrics import DEADLINES_CROSSED, DOSSIERS_RECOMPUTED
+from shared.metrics import DEADLINES_CROSSED, DOSSIERS_PARKED, DOSSIERS_RECOMPUTED
 from shared.settings import PolicySettings
 
 log = logging.getLogger("dvc766.indicators")
@@ -63,6 +68,17 @@ COUNTER_STAGE = "unit_code text, period text, procedure_code text, metric text, 
 class ApplyResult:
     dossiers: int = 0
     counter_rows: int = 0
+    parked: dict[str, str] = field(default_factory=dict)  # dossier code -> error, of those parked now
+
+
+def describe_error(exc: BaseException) -> str:
+    """What a parked dossier's row says went wrong (bounded: it is stored and served)."""
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+# Errors of PostgreSQL that refuse one dossier's values (class 22, data exception; 23, integrity): that
+# dossier is parked. Any other error (the store going away, a timeout, a deadlock) rolls the batch back.
+DOSSIER_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 def _ts(value) -> dt.datetime | None:
@@ -94,6 +110,13 @@ def receipt_pairs(histories) -> set[tuple[str, str]]:
         if receipt is not None:
             pairs.add((receipt.unit_code, receipt.procedure_code))
     return pairs
+
+
+def receiving_unit(history: list[HistoryEvent]) -> str | None:
+    """The unit of a history's receipt (its first status 2), else of its first event."""
+    receipt = min((e for e in history if e.status == 2), key=lambda e: (e.occurred_at, e.seq), default=None)
+    first = receipt or min(history, key=lambda e: e.seq, default=None)
+    return first.unit_code if first else None
 
 
 def history_event_of(seq: int, event: DossierEvent) -> HistoryEvent:
@@ -208,6 +231,11 @@ class IndicatorEngine:
         codes = sorted(set(codes).union(arrived or ()))
         if not codes:
             return ApplyResult()
+        # A parked dossier has no row (nor kept history): its whole history is read again. Its parked row is
+        # locked before the dossiers' rows: whoever waited for it then sees the row its applier wrote.
+        parked_before = {r[0] for r in await conn.fetch(
+            "SELECT dossier_code FROM parked_dossiers WHERE dossier_code = ANY($1::text[]) "
+            "ORDER BY dossier_code FOR UPDATE", codes)}
         # Lock the dossiers' rows (those that exist) in a fixed order before reading their history.
         old_rows = await conn.fetch(
             "SELECT dossier_code, contribution, history FROM dossiers WHERE dossier_code = ANY($1::text[]) "
@@ -216,7 +244,7 @@ class IndicatorEngine:
         )
         old = {}
         histories: dict[str, list[HistoryEvent]] = {}
-        full_read = set(codes) if arrived is None else set()
+        full_read = set(codes) if arrived is None else set(parked_before)
         for row in old_rows:
             code = row["dossier_code"]
             old[code] = Contribution.from_json(row["contribution"])
@@ -243,19 +271,82 @@ class IndicatorEngine:
 
         legal = await self.legal_days(conn, receipt_pairs(histories.values()))
 
-        delta = CounterDelta()
-        rows = []
+        moves: dict[str, tuple[Contribution | None, Contribution | None, tuple]] = {}
+        failed: dict[str, str] = {}
         for code in codes:
             history = histories.get(code)
             if not history:
                 continue
-            facts, timeliness, contribution = self.evaluate(code, history, now, legal)
-            delta.move(old.get(code), contribution)
-            rows.append(self._dossier_row(facts, timeliness, contribution, history))
-        await self._write_dossiers(conn, rows)
-        written = await write_counter_delta(conn, delta)
-        DOSSIERS_RECOMPUTED.inc(len(rows))
-        return ApplyResult(dossiers=len(rows), counter_rows=written)
+            try:
+                facts, timeliness, contribution = self.evaluate(code, history, now, legal)
+                row = self._dossier_row(facts, timeliness, contribution, history)
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this dossier's history, not the batch: park it
+                failed[code] = describe_error(exc)
+                continue
+            moves[code] = (old.get(code), contribution, row)
+        written = await self._write_moves(conn, moves, failed)
+        if failed:
+            written += await self._park(conn, failed, {code: old.get(code) for code in failed}, histories)
+        unparked = sorted(parked_before - set(failed))
+        if unparked:
+            await conn.execute("DELETE FROM parked_dossiers WHERE dossier_code = ANY($1::text[])", unparked)
+        DOSSIERS_RECOMPUTED.inc(len(moves))
+        return ApplyResult(dossiers=len(moves), counter_rows=written, parked=failed)
+
+    async def _write_moves(self, conn: asyncpg.Connection, moves: dict, failed: dict[str, str]) -> int:
+        """Write the dossiers' rows and their counter changes: all at once, in a savepoint; if PostgreSQL
+        refuses a value, one dossier at a time, each in its own savepoint, parking (into ``failed``) those
+        it refuses."""
+        if not moves:
+            return 0
+        delta = CounterDelta()
+        for before, after, _ in moves.values():
+            delta.move(before, after)
+        try:
+            async with conn.transaction():
+                await self._write_dossiers(conn, [row for _, _, row in moves.values()])
+                return await write_counter_delta(conn, delta)
+        except DOSSIER_DATA_ERRORS:
+            log.warning("a batch's dossier rows were refused; writing them one by one", exc_info=True)
+        written = 0
+        for code, (before, after, row) in moves.items():
+            one = CounterDelta()
+            one.move(before, after)
+            try:
+                async with conn.transaction():
+                    await self._write_dossiers(conn, [row])
+                    written += await write_counter_delta(conn, one)
+            except DOSSIER_DATA_ERRORS as exc:
+                failed[code] = describe_error(exc)
+        return written
+
+    async def _park(self, conn: asyncpg.Connection, failed: dict[str, str], old: dict[str, Contribution | None],
+                    histories: dict[str, list[HistoryEvent]]) -> int:
+        """Take the failed dossiers out of the counters and the dossiers table, and keep why."""
+        delta = CounterDelta()
+        for code in failed:
+            delta.move(old.get(code), None)
+        codes = sorted(failed)
+        await conn.execute("DELETE FROM dossiers WHERE dossier_code = ANY($1::text[])", codes)
+        await conn.execute(
+            """INSERT INTO parked_dossiers AS p (dossier_code, unit_code, error, events, last_seq)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])
+               ON CONFLICT (dossier_code) DO UPDATE SET unit_code = EXCLUDED.unit_code, error = EXCLUDED.error,
+                   events = EXCLUDED.events, last_seq = EXCLUDED.last_seq, attempts = p.attempts + 1,
+                   updated_at = now()""",
+            codes,
+            [receiving_unit(histories.get(code, [])) for code in codes],
+            [failed[code] for code in codes],
+            [len(histories.get(code, [])) for code in codes],
+            [max((e.seq for e in histories.get(code, [])), default=None) for code in codes],
+        )
+        for code in codes:
+            log.error("dossier parked: its events could not be applied",
+                      extra={"dossier": code, "error": failed[code]})
+        DOSSIERS_PARKED.inc(len(codes))
+        return await write_counter_delta(conn, delta)
 
     def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None,
                      history: list[HistoryEvent]):

@@ -13,6 +13,10 @@ table; PostgreSQL sums that table into the counters (or compares it with them) a
 
 Time-dependent flags (an open dossier whose deadline has passed) are evaluated at the moment of the
 replay; run ``--check`` when the deadline sweeper has caught up.
+
+A dossier the rules cannot derive is skipped (no row, no counters, as a parked dossier is live) and
+reported; the rebuild leaves exactly those parked. ``--dossier CODE`` (or ``--parked``: every parked
+dossier) derives only those dossiers again, as the workers do, and takes off the list those that now apply.
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.indicators.engine import DOSSIER_COLUMNS, IndicatorEngine, history_event
+from services.indicators.engine import (
+    DOSSIER_COLUMNS,
+    ApplyResult,
+    IndicatorEngine,
+    receiving_unit,
+    describe_error,
+    history_event,
+)
 from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, total_counts
 from services.indicators.rules.dossier import HistoryEvent
+from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
 from shared.process import tune_garbage_collector
 from shared.runtime import Runtime
@@ -45,6 +57,8 @@ class ReplayResult:
     events: int = 0
     dossiers: int = 0
     counter_rows: int = 0  # counter rows the events give (non-zero)
+    # Dossiers the rules could not derive (skipped): code -> (error, receiving unit, events, last seq).
+    parked: dict[str, tuple[str, str | None, int, int]] = field(default_factory=dict)
 
 
 def counters_from_histories(
@@ -106,12 +120,20 @@ async def replay_state(
         rows = []
         for code, history in chunk.items():
             result.events += len(history)
-            facts, timeliness, contribution = engine.evaluate(code, history, now, legal)
+            try:
+                facts, timeliness, contribution = engine.evaluate(code, history, now, legal)
+                row = engine._dossier_row(facts, timeliness, contribution, history) if write_dossiers else None  # noqa: SLF001
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this dossier only: skipped and reported, as the workers park it
+                result.parked[code] = (describe_error(exc), receiving_unit(history), len(history),
+                                       max(e.seq for e in history))
+                continue
             if contribution is not None:
                 contributions.append(contribution)
-            if write_dossiers:
-                rows.append(engine._dossier_row(facts, timeliness, contribution, history))  # noqa: SLF001
-        result.dossiers += len(chunk)
+            if row is not None:
+                rows.append(row)
+        result.dossiers += len(chunk) - sum(1 for code in chunk if code in result.parked)
         increments = [(*key, value) for key, value in summed_increments(contributions).items() if value]
         if increments:
             await apg.copy_records_to_table(REPLAY_TABLE, records=increments, columns=COUNTER_COLUMNS)
@@ -145,18 +167,22 @@ def _chunk_size(runtime: Runtime, chunk_dossiers: int | None) -> int:
 
 
 async def check(
-    runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None
+    runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None,
+    skipped: dict | None = None,
 ) -> list[tuple[CounterKey, int, int]]:
     """Counters that differ between the stored events and the live table (empty: they agree), sorted:
-    (key, value the events give, live value)."""
+    (key, value the events give, live value). ``skipped``, if given, receives the dossiers the rules
+    could not derive (code -> error, receiving unit, events, last seq), which count in neither."""
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         # One snapshot for both sides. Nothing but the temporary table is written, and it is rolled back.
         transaction = apg.transaction(isolation="repeatable_read")
         await transaction.start()
         try:
-            await replay_state(apg, engine, now or utcnow(), write_dossiers=False,
-                               chunk_dossiers=_chunk_size(runtime, chunk_dossiers))
+            state = await replay_state(apg, engine, now or utcnow(), write_dossiers=False,
+                                       chunk_dossiers=_chunk_size(runtime, chunk_dossiers))
+            if skipped is not None:
+                skipped.update(state.parked)
             rows = await apg.fetch(
                 f"""SELECT unit_code, procedure_code, period, metric,
                            coalesce(r.value, 0) AS expected, coalesce(c.value, 0) AS live
@@ -184,13 +210,49 @@ async def rebuild(
         await apg.execute("DELETE FROM counters")
         status = await apg.execute(f"INSERT INTO counters ({', '.join(COUNTER_COLUMNS)}) {_SUMMED_IN_KEY_ORDER}")
         result.counter_rows = int(status.split()[-1])
+        await _keep_parked(apg, result.parked)
+    return result
+
+
+async def _keep_parked(apg, parked: dict[str, tuple[str, str | None, int, int]]) -> None:
+    """After a rebuild, exactly the dossiers it skipped are parked (first parked time kept)."""
+    codes = sorted(parked)
+    await apg.execute("DELETE FROM parked_dossiers WHERE NOT (dossier_code = ANY($1::text[]))", codes)
+    if codes:
+        await apg.execute(
+            """INSERT INTO parked_dossiers AS p (dossier_code, unit_code, error, events, last_seq)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])
+               ON CONFLICT (dossier_code) DO UPDATE SET unit_code = EXCLUDED.unit_code, error = EXCLUDED.error,
+                   events = EXCLUDED.events, last_seq = EXCLUDED.last_seq, attempts = p.attempts + 1,
+                   updated_at = now()""",
+            codes, *(list(column) for column in zip(*(parked[code] for code in codes))),
+        )
+
+
+async def reapply(runtime: Runtime, engine: IndicatorEngine, codes: list[str] | None,
+                  now: dt.datetime | None = None) -> ApplyResult:
+    """Derive the given dossiers (None: every parked one) again from their stored events, as the workers
+    do: those that apply now leave the parked list, those that still fail stay on it with the new error."""
+    from services.indicators.worker import APPLY_LOCK
+
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        await apg.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)  # the queue worker waits meanwhile
+        if codes is None:
+            codes = [r[0] for r in await apg.fetch("SELECT dossier_code FROM parked_dossiers ORDER BY dossier_code")]
+        result = await engine.recompute(apg, codes, now or utcnow())
+        await announce_change(apg)
+    runtime.data_changed()
     return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the live counters differ from what the events give")
-    parser.add_argument("--show", type=int, default=20, help="differences to print with --check")
+    parser.add_argument("--show", type=int, default=20, help="differences (and skipped dossiers) to print")
+    parser.add_argument("--dossier", action="append", metavar="CODE",
+                        help="derive only this dossier again (repeatable), e.g. a parked one after a fix")
+    parser.add_argument("--parked", action="store_true", help="derive every parked dossier again")
 
 
 async def _main(args) -> int:
@@ -202,8 +264,15 @@ async def _main(args) -> int:
     engine = IndicatorEngine(runtime.calendar, settings.policy)
     tune_garbage_collector(settings.gc_young_threshold)
     try:
+        if args.dossier or args.parked:
+            applied = await reapply(runtime, engine, args.dossier if args.dossier else None)
+            print(f"replay: {applied.dossiers} dossiers applied, {len(applied.parked)} still parked")
+            _print_parked({code: (error,) for code, error in applied.parked.items()}, args.show)
+            return 1 if applied.parked else 0
         if args.check:
-            diffs = await check(runtime, engine)
+            skipped: dict = {}
+            diffs = await check(runtime, engine, skipped=skipped)
+            _print_parked(skipped, args.show)
             if not diffs:
                 print("replay check: the live counters equal the counters rebuilt from the stored events")
                 return 0
@@ -213,9 +282,19 @@ async def _main(args) -> int:
             return 1
         result = await rebuild(runtime, engine)
         print(f"replay: {result.events} events, {result.dossiers} dossiers, {result.counter_rows} counters rebuilt")
+        _print_parked(result.parked, args.show)
         return 0
     finally:
         await runtime.engine.dispose()
+
+
+def _print_parked(parked: dict[str, tuple], show: int) -> None:
+    """Dossiers the rules could not derive: skipped (parked), each with its error."""
+    if not parked:
+        return
+    print(f"replay: {len(parked)} dossiers could not be derived and are parked (GET /v1/parked-dossiers):")
+    for code in sorted(parked)[:show]:
+        print(f"  {code}: {parked[code][0]}")
 
 
 def run(args) -> int:

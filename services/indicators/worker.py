@@ -26,6 +26,7 @@ from shared.metrics import (
     LAST_APPLIED,
     LAST_SNAPSHOT,
     LAST_SWEEP,
+    PARKED_DOSSIERS,
     PENDING_EVENTS,
     SNAPSHOT_FAILURES,
     SWEEP_FAILURES,
@@ -93,12 +94,14 @@ async def refresh_gauges(runtime: Runtime) -> dt.datetime | None:
                FROM dossiers WHERE ended_at IS NULL AND received_at IS NOT NULL"""
         )
         pending = await apg.fetchval("SELECT count(*) FROM pending_events")
+        parked = await apg.fetchval("SELECT count(*) FROM parked_dossiers")
         oldest = await apg.fetchval(
             """SELECT e.accepted_at FROM pending_events p JOIN events e ON e.seq = p.seq ORDER BY p.seq LIMIT 1"""
         )
     DOSSIERS_OPEN.set(row["open"])
     DOSSIERS_OPEN_OVERDUE.set(row["overdue"])
     PENDING_EVENTS.set(pending)
+    PARKED_DOSSIERS.set(parked)
     return oldest
 
 

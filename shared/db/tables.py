@@ -127,6 +127,21 @@ dossier_owners = Table(
     Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# Dossiers whose events the rules could not apply (the apply raised): out of the counters, with the error,
+# until their next event or `dvc766 replay --dossier` applies them (services/indicators/engine.py).
+parked_dossiers = Table(
+    "parked_dossiers",
+    metadata,
+    Column("dossier_code", String(64), primary_key=True),
+    Column("unit_code", String(64), nullable=True, index=True),
+    Column("error", Text, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("last_seq", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("1")),
+    Column("parked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,

@@ -10,7 +10,7 @@ import pytest
 
 from services.indicators.engine import IndicatorEngine
 from services.indicators.kafka import KafkaApplier
-from services.indicators.replay import check
+from services.indicators.replay import check, reapply, rebuild
 from shared.db.raw import driver_connection
 from shared.kafka import ensure_topics
 from tests.conftest import ADMIN_KEY, SOURCE_KEY, auth, drain
@@ -138,3 +138,188 @@ async def test_kafka_dead_letters_each_time_outside_the_window_and_counts_what_f
     letters = await _fetch(kafka_rt, "SELECT reason, transport FROM dead_letters")
     assert [(r["reason"], r["transport"]) for r in letters] == [("out_of_range_time", "kafka")] * len(bad)
     assert await check(kafka_rt, applier.engine) == []
+
+
+# -- a dossier whose apply raises is parked; the rest of the batch commits ---------------------------
+
+POISON = "POISON-1"
+
+
+def _poison_rules(monkeypatch):
+    """A rule that cannot compute one dossier's history once it holds an event marked ``poison`` (a
+    stand-in for a bug in the rules)."""
+    from services.indicators import engine as engine_module
+
+    derive = engine_module.derive_facts
+
+    def derive_or_raise(code, history, calendar):
+        if any(e.attributes.get("poison") for e in history):
+            raise ValueError(f"cannot derive {code}")
+        return derive(code, history, calendar)
+
+    monkeypatch.setattr(engine_module, "derive_facts", derive_or_raise)
+    return lambda: monkeypatch.setattr(engine_module, "derive_facts", derive)
+
+
+def _metric(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+POISON_RECEIVED = event(POISON, 2, vn(2026, 8, 3), unit="H44.03", due_at=vn(2026, 8, 10))
+POISON_EVENT = event(POISON, 4, vn(2026, 8, 4), unit="H44.03", attributes={"poison": True})
+POISON_LATER = event(POISON, 9, vn(2026, 8, 6), unit="H44.03")
+
+
+async def test_a_dossier_whose_apply_raises_is_parked_and_the_others_count(app_client, monkeypatch):
+    runtime = app_client.app.state.runtime
+    engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
+    unpoison = _poison_rules(monkeypatch)
+    first = make_stream(10, prefix="A")
+    await app_client.post("/v1/events", json=[POISON_RECEIVED, *first], headers=auth(ADMIN_KEY))
+    await drain(runtime)
+    assert (await live_counters(runtime))[("H44.03", "*", "2026-08", "received")] >= 1
+
+    parked_before = _metric("dvc766_dossiers_parked_total")
+    second = make_stream(10, prefix="B", seed=9)
+    # The poison event in the middle of a batch of other dossiers' events.
+    await app_client.post("/v1/events", json=[*second[:20], POISON_EVENT, *second[20:]], headers=auth(ADMIN_KEY))
+    assert await drain(runtime) == len(second) + 1  # the batch committed
+    # The parked dossier is out of the counters (its receipt too); every other dossier counts.
+    assert await live_counters(runtime) == reference_counters(runtime, [*first, *second], "admin")
+    assert _metric("dvc766_dossiers_parked_total") - parked_before == 1
+    listed = await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))
+    assert listed.status_code == 200
+    [item] = listed.json()["items"]
+    assert (item["dossier_code"], item["unit_code"], item["events"], item["attempts"]) == (POISON, "H44.03", 2, 1)
+    assert item["error"] == f"ValueError: cannot derive {POISON}"
+    assert (await app_client.get("/v1/parked-dossiers?unit=H44.07", headers=auth(ADMIN_KEY))).json()["items"] == []
+    assert (await _fetch(runtime, "SELECT count(*) AS n FROM dossiers WHERE dossier_code = $1", POISON))[0]["n"] == 0
+
+    # Its next event finds it still failing (attempts 2); another dossier posted after it counts.
+    third = make_stream(3, prefix="C", seed=11)
+    await app_client.post("/v1/events", json=[POISON_LATER, *third], headers=auth(ADMIN_KEY))
+    await drain(runtime)
+    assert await live_counters(runtime) == reference_counters(runtime, [*first, *second, *third], "admin")
+    [item] = (await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))).json()["items"]
+    assert (item["events"], item["attempts"]) == (3, 2)
+
+    # replay --check and replay skip it and say so; the counters they give agree with the live ones.
+    skipped: dict = {}
+    assert await check(runtime, engine, skipped=skipped) == []
+    assert list(skipped) == [POISON]
+    rebuilt = await rebuild(runtime, engine)
+    assert list(rebuilt.parked) == [POISON]
+    assert await live_counters(runtime) == reference_counters(runtime, [*first, *second, *third], "admin")
+
+    # After the fix, replay --dossier applies it from its whole history and takes it off the list.
+    unpoison()
+    applied = await reapply(runtime, engine, [POISON])
+    assert (applied.dossiers, applied.parked) == (1, {})
+    everything = [POISON_RECEIVED, *first, *second, POISON_EVENT, *third, POISON_LATER]
+    assert await live_counters(runtime) == reference_counters(runtime, everything, "admin")
+    assert (await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))).json()["items"] == []
+    assert await check(runtime, engine) == []
+
+
+async def test_a_row_postgresql_refuses_parks_its_dossier_only(app_client, monkeypatch):
+    runtime = app_client.app.state.runtime
+    row_of = IndicatorEngine._dossier_row
+
+    def refused_row(self, facts, *args):
+        row = row_of(self, facts, *args)
+        if facts.dossier_code == POISON:  # text PostgreSQL cannot hold: the whole batch's write fails once
+            row = (*row[:12], "bad \x00 reason", *row[13:])
+        return row
+
+    monkeypatch.setattr(IndicatorEngine, "_dossier_row", refused_row)
+    stream = make_stream(8, prefix="R")
+    await app_client.post("/v1/events", json=[*stream[:10], POISON_RECEIVED, *stream[10:]], headers=auth(ADMIN_KEY))
+    assert await drain(runtime) == len(stream) + 1
+    assert await live_counters(runtime) == reference_counters(runtime, stream, "admin")
+    [item] = (await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))).json()["items"]
+    assert item["dossier_code"] == POISON and item["error"].startswith("CharacterNotInRepertoireError")
+
+
+async def _store_as_an_older_version_did(runtime, bodies: list[dict]) -> None:
+    """Events accepted before times were checked against the window: stored and queued as they came."""
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        for body in bodies:
+            seq = await apg.fetchval(
+                """INSERT INTO events (source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
+                   VALUES ('old', $1, $2, $3, ($4::jsonb->>'occurred_at')::timestamptz, $4::jsonb, 'h', 'http')
+                   RETURNING seq""",
+                body["event_id"], body["dossier_code"], body["status"], orjson.dumps(body).decode())
+            await apg.execute("INSERT INTO pending_events (seq) VALUES ($1)", seq)
+
+
+async def test_a_stored_event_the_rules_cannot_compute_parks_its_dossier_and_replay_reports_it(app_client, tmp_path):
+    """An event an older version accepted (a receipt at 9999-12-31T23:59:59Z: Vietnam time overflows) no
+    longer stops the queue, and the `dvc766 replay` commands complete and name its dossier."""
+    import asyncio
+    import os
+    import sys
+
+    runtime = app_client.app.state.runtime
+    odd = dict(event("ODD-OLD", 2, vn(2026, 8, 3), unit="H44.03"), occurred_at="9999-12-31T23:59:59Z")
+    await _store_as_an_older_version_did(runtime, [odd])
+    stream = make_stream(6, prefix="Q")
+    await app_client.post("/v1/events", json=stream, headers=auth(ADMIN_KEY))
+    assert await drain(runtime) == len(stream) + 1
+    assert await live_counters(runtime) == reference_counters(runtime, stream, "admin")
+    [item] = (await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))).json()["items"]
+    assert item["dossier_code"] == "ODD-OLD" and item["error"].startswith("OverflowError")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC766_")}
+    env.update(DVC766_DATABASE_URL=runtime.database_url, DVC766_LOG_JSON="false", DVC766_API_KEYS="{}",
+               DVC766_DATA_DIR=str(tmp_path))
+
+    async def replay(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", "replay", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode, out.decode()
+
+    code, out = await replay("--check")
+    assert code == 0 and "ODD-OLD: OverflowError" in out and "live counters equal" in out, out
+    code, out = await replay()
+    assert code == 0 and "ODD-OLD: OverflowError" in out and "1 dossiers could not be derived" in out, out
+    code, out = await replay("--dossier", "ODD-OLD")
+    assert code == 1 and "0 dossiers applied, 1 still parked" in out, out
+    assert await live_counters(runtime) == reference_counters(runtime, stream, "admin")
+
+
+async def test_kafka_parks_a_dossier_whose_apply_raises_commits_the_offsets_and_keeps_its_events(kafka_rt,
+                                                                                               monkeypatch):
+    s = kafka_rt.settings
+    unpoison = _poison_rules(monkeypatch)
+    stream = make_stream(20, prefix="KP")
+    later = make_stream(6, prefix="KL", seed=13)
+    # The poison in the middle of the stream; other dossiers, in its partition and the others, after it.
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic,
+                  as_messages([POISON_RECEIVED, *stream[:40], POISON_EVENT, *stream[40:], *later, POISON_LATER]))
+    engine = IndicatorEngine(kafka_rt.calendar, s.policy)
+    applier = KafkaApplier(kafka_rt, engine)
+    await applier.start()
+    try:
+        ends = await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic)
+        await wait_caught_up(kafka_rt, s.kafka_group_id, ends, timeout=30)  # the offsets committed
+    finally:
+        await applier.stop()
+    others = [*stream, *later]
+    assert await live_counters(kafka_rt) == reference_counters(kafka_rt, others, s.kafka_source)
+    parked = await _fetch(kafka_rt, "SELECT dossier_code, events, error FROM parked_dossiers")
+    assert [(r["dossier_code"], r["events"]) for r in parked] == [(POISON, 3)]
+    assert (await _fetch(kafka_rt, "SELECT count(*) AS n FROM events WHERE dossier_code = $1", POISON))[0]["n"] == 3
+    skipped: dict = {}
+    assert await check(kafka_rt, engine, skipped=skipped) == [] and list(skipped) == [POISON]
+
+    unpoison()
+    applied = await reapply(kafka_rt, engine, None)  # `dvc766 replay --parked`
+    assert (applied.dossiers, applied.parked) == (1, {})
+    everything = [POISON_RECEIVED, *stream, POISON_EVENT, *later, POISON_LATER]
+    assert await live_counters(kafka_rt) == reference_counters(kafka_rt, everything, s.kafka_source)
+    assert await _fetch(kafka_rt, "SELECT * FROM parked_dossiers") == []
