@@ -2,7 +2,7 @@
 until ``dvc766 replay --dossier`` (or their next event) applies them.
 
 Revision ID: 20261204_2110
-Revises: 20261204_2300
+Revises: 20261204_2310
 Create Date: 2026-12-04
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261204_2110"
-down_revision = "20261204_2300"
+down_revision = "20261204_2310"
 branch_labels = None
 depends_on = None
 
