@@ -30,6 +30,7 @@ from shared.auth import KeyRing, first_run_admin_key
 from shared.calendar import WorkingCalendar
 from shared.db.engine import create_engine, migrate, resolve_database_url, stop_embedded_postgres
 from shared.db.notify import ChangeListener
+from shared.metrics import APPLY_STALL_LIMIT, set_build_info, watch_pool
 from shared.problems import install_problem_handlers
 from shared.process import tune_garbage_collector
 from shared.runtime import Runtime, upsert_units
@@ -48,6 +49,7 @@ async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
                            statement_timeout_ms=settings.db_statement_timeout_ms,
                            lock_timeout_ms=settings.db_lock_timeout_ms)
     calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
+    watch_pool(engine, capacity=2 * settings.db_pool_size)  # create_engine's overflow is the pool size again
     runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
     if settings.units_file:  # a seed: units changed since (PUT /v1/units) are left as they are
         units = load_units_file(settings.units_file)
@@ -96,6 +98,9 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         refresher = None
         if "indicators" not in roles or len(roles) < len(ROLES):
             refresher = asyncio.create_task(_refresh_units(rt))
+        set_build_info()
+        APPLY_STALL_LIMIT.set(settings.apply_stall_seconds)
+        background.insert(0, _Task(asyncio.create_task(ops.publish_readiness(app, settings.readiness_metric_seconds))))
         tune_garbage_collector(settings.gc_young_threshold)
         log.info("dvc766 started", extra={"roles": list(roles)})
         try:
@@ -139,6 +144,18 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.include_router(api_parked.router)  # dossiers whose apply failed
         pages.install(app)  # the pages people read, and the public scoreboard
     return app
+
+
+class _Task:
+    """A background task stopped with the workers."""
+
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 def served(app: FastAPI, roles: Iterable[str] = ROLES):

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from shared.logs import REQUEST_ID
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, render
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, READY, record_process_metrics, render
 
 access_log = logging.getLogger("dvc766.access")
 # A caller's X-Request-ID is kept when it is a plain token; anything else gets a fresh id.
@@ -30,7 +30,15 @@ async def healthz():
 @router.get("/readyz", summary="The store (and Kafka, if configured) are reachable, and the appliers of this "
             "process are keeping up (not stalled, no partition stopped by an offset reset)")
 async def readyz(request: Request):
-    runtime = request.app.state.runtime
+    checks = await readiness(request.app)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+async def readiness(app: FastAPI) -> dict[str, str]:
+    """Each check of /readyz: "ok" or what is wrong."""
+    runtime = app.state.runtime
     checks = {}
     try:
         async with asyncio.timeout(5.0):  # a pool exhausted or a server gone quiet is "not ready", promptly
@@ -39,11 +47,22 @@ async def readyz(request: Request):
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    for name, check in getattr(request.app.state, "ready_checks", {}).items():
+    for name, check in getattr(app.state, "ready_checks", {}).items():
         checks[name] = await check()
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return checks
+
+
+async def publish_readiness(app: FastAPI, every: float) -> None:
+    """Keep ``dvc766_ready{check}`` current (Prometheus does not read /readyz), with this process's
+    figures for the multiprocess /metrics."""
+    while True:
+        try:
+            for name, state in (await readiness(app)).items():
+                READY.labels(name).set(1 if state == "ok" else 0)
+            record_process_metrics()
+        except Exception:  # noqa: BLE001 - the next round tries again
+            logging.getLogger("dvc766.ops").warning("readiness round failed", exc_info=True)
+        await asyncio.sleep(every)
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

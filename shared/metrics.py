@@ -4,6 +4,8 @@ mode for `dvc766 api`'s workers; served at ``/metrics``)."""
 from __future__ import annotations
 
 import os
+import platform
+import threading
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -11,13 +13,35 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
 
-EVENTS_ACCEPTED = Counter("dvc766_events_accepted_total", "Events accepted (new)", ["transport"])
-EVENTS_DUPLICATE = Counter("dvc766_events_duplicate_total", "Events already known (same source, id, body)", ["transport"])
-EVENTS_REJECTED = Counter("dvc766_events_rejected_total", "Events rejected, by reason", ["transport", "reason"])
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+EVENTS_ACCEPTED = Counter("dvc766_events_accepted_total", "Events accepted (new), by transport and source",
+                          ["transport", "source"])
+EVENTS_DUPLICATE = Counter("dvc766_events_duplicate_total", "Events already known (same source, id, body)",
+                           ["transport", "source"])
+EVENTS_REJECTED = Counter("dvc766_events_rejected_total", "Events rejected, by transport, source and reason",
+                          ["transport", "source", "reason"])
+
+# The ``source`` label is bounded: the first MAX_SOURCES sources a process sees keep their name, any
+# later one counts as "other" (sources are configured per API key, but a Kafka header can say anything).
+MAX_SOURCES = 100
+_sources: set[str] = set()
+_sources_lock = threading.Lock()
+
+
+def source_label(source: str) -> str:
+    if source in _sources:
+        return source
+    with _sources_lock:
+        if len(_sources) < MAX_SOURCES and len(source) <= 64:
+            _sources.add(source)
+            return source
+    return "other"
 EVENTS_APPLIED = Counter("dvc766_events_applied_total", "Events applied to the counters")
 DOSSIERS_RECOMPUTED = Counter("dvc766_dossiers_recomputed_total", "Dossier states re-derived")
 DOSSIERS_PARKED = Counter("dvc766_dossiers_parked_total",
@@ -48,6 +72,14 @@ TIME_BEHIND = Gauge(
     "dvc766_time_behind_seconds",
     "How far behind the newest accepted event the counters are, in seconds (0 when nothing is pending)",
 )
+DB_POOL_IN_USE = Gauge("dvc766_db_pool_connections_in_use", "Database connections checked out of the pool",
+                       multiprocess_mode="livesum")
+DB_POOL_CAPACITY = Gauge("dvc766_db_pool_connections_max", "Connections the pool may open (size + overflow)",
+                         multiprocess_mode="livesum")
+BUILD_INFO = Gauge("dvc766_build_info", "The running build (always 1)", ["version", "python_version"],
+                   multiprocess_mode="max")
+READY = Gauge("dvc766_ready", "1 when the process's readiness check (as /readyz) passes, checked periodically",
+              ["check"], multiprocess_mode="min")
 HTTP_REQUESTS = Counter("dvc766_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("dvc766_http_request_seconds", "HTTP request latency", ["method", "route"])
 
@@ -74,8 +106,49 @@ def unwatch_applier(applier) -> None:
         _appliers.remove(applier)
 
 
+APPLIERS = Gauge("dvc766_appliers", "Appliers (database-queue or Kafka workers) running in this process")
+APPLY_STALL_LIMIT = Gauge("dvc766_apply_stall_limit_seconds",
+                          "apply_stall_seconds: a stall longer than this fails /readyz (and the alert)")
+APPLIERS.set_function(lambda: len(_appliers))
 APPLY_STALLED.set_function(lambda: max((a.stalled_seconds() for a in _appliers), default=0.0))
 TIME_BEHIND.set_function(lambda: max((a.behind_seconds() for a in _appliers), default=0.0))
+
+
+def set_build_info() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        built = version("dvc766")
+    except PackageNotFoundError:
+        built = "unknown"
+    BUILD_INFO.labels(built, platform.python_version()).set(1)
+
+
+def watch_pool(engine, capacity: int) -> None:
+    """Count connections checked out of an engine's pool; ``capacity``: how many it may open."""
+    from sqlalchemy import event
+
+    pool = engine.sync_engine.pool
+    DB_POOL_CAPACITY.inc(capacity)
+    event.listen(pool, "checkout", lambda *_: DB_POOL_IN_USE.inc())
+    event.listen(pool, "checkin", lambda *_: DB_POOL_IN_USE.dec())
+
+
+# With several worker processes the default process collector only describes the one answering a
+# scrape: each worker copies its own process figures into these (labelled by pid when rendered).
+_PROCESS_GAUGES: dict[str, Gauge] = {}
+
+
+def record_process_metrics() -> None:
+    if not MULTIPROCESS:
+        return
+    for family in ProcessCollector(registry=None).collect():
+        for sample in family.samples:
+            gauge = _PROCESS_GAUGES.get(sample.name)
+            if gauge is None:
+                gauge = _PROCESS_GAUGES[sample.name] = Gauge(sample.name, family.documentation, registry=None,
+                                                             multiprocess_mode="all")
+            gauge.set(sample.value)
 
 
 def render() -> tuple[bytes, str]:
@@ -84,6 +157,7 @@ def render() -> tuple[bytes, str]:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return generate_latest(), CONTENT_TYPE_LATEST
+    record_process_metrics()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -219,7 +219,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
-    access_log: bool = True  # one line per HTTP request (logger dvc766.access) with its request id
+    access_log: bool = True
+    # How often each process runs its /readyz checks for the dvc766_ready gauge (Prometheus reads that).
+    readiness_metric_seconds: float = Field(10.0, gt=0)  # one line per HTTP request (logger dvc766.access) with its request id
     # Allocations between young-generation garbage collections (Python's default: 700; 0 keeps it).
     # Higher means far fewer full collections on the hot paths (shared/process.py).
     gc_young_threshold: int = Field(50_000, ge=0)

@@ -75,6 +75,7 @@ from shared.metrics import (
     EVENTS_DUPLICATE,
     EVENTS_REJECTED,
     LAST_APPLIED,
+    source_label,
     unwatch_applier,
     watch_applier,
 )
@@ -499,10 +500,12 @@ class KafkaApplier:
         APPLY_SECONDS.observe(time.perf_counter() - started)
         APPLY_BATCH_SIZE.observe(size)
         EVENTS_APPLIED.inc(counts["applied"])
-        EVENTS_ACCEPTED.labels(TRANSPORT).inc(counts["accepted"])
-        EVENTS_DUPLICATE.labels(TRANSPORT).inc(counts["duplicates"])
-        for reason, n in counts["rejected"].items():
-            EVENTS_REJECTED.labels(TRANSPORT, reason).inc(n)
+        for source, n in counts["accepted"].items():
+            EVENTS_ACCEPTED.labels(TRANSPORT, source_label(source)).inc(n)
+        for source, n in counts["duplicates"].items():
+            EVENTS_DUPLICATE.labels(TRANSPORT, source_label(source)).inc(n)
+        for (source, reason), n in counts["rejected"].items():
+            EVENTS_REJECTED.labels(TRANSPORT, source_label(source), reason).inc(n)
             KAFKA_DEAD_LETTERS.labels(reason).inc(n)
         self._progress_at = time.monotonic()
         for tp, messages in batch.items():
@@ -571,7 +574,8 @@ class KafkaApplier:
         good_positions = [i for i, c in enumerate(checks) if isinstance(c, DossierEvent)]
         good: list[DossierEvent] = [checks[i] for i in good_positions]  # type: ignore[misc]
 
-        counts = {"applied": len(decoded), "accepted": 0, "duplicates": 0, "rejected": {}}
+        # Per source (rejected: per source and reason).
+        counts = {"applied": len(decoded), "accepted": {}, "duplicates": {}, "rejected": {}}
         locked = False
         try:
             if after is not None:
@@ -589,10 +593,9 @@ class KafkaApplier:
                     if outcome == CONFLICT:
                         checks[i] = Rejection(Reason.CONFLICT, "a different event was already accepted under "
                                               "this event_id; the first one stands", "event_id")
-                    elif outcome == ACCEPTED:
-                        counts["accepted"] += 1
                     else:
-                        counts["duplicates"] += 1
+                        kind = "accepted" if outcome == ACCEPTED else "duplicates"
+                        counts[kind][decoded[i].source] = counts[kind].get(decoded[i].source, 0) + 1
                 arrived: dict[str, list[HistoryEvent]] = {}
                 for event, outcome in zip(good, outcomes):
                     if outcome == ACCEPTED:
@@ -608,7 +611,8 @@ class KafkaApplier:
                         event_id=d.item.event_id(), kafka_topic=d.tp.topic,
                         kafka_partition=d.tp.partition, kafka_offset=d.offset,
                     ))
-                    counts["rejected"][check.reason] = counts["rejected"].get(check.reason, 0) + 1
+                    key = (d.source, check.reason)
+                    counts["rejected"][key] = counts["rejected"].get(key, 0) + 1
                 if stored is not None:
                     stored.set()
                 if after is not None:

@@ -17,7 +17,7 @@ from services.ingest.store import ACCEPTED, CONFLICT, DUPLICATE, DeadLetter, sto
 from shared.db.notify import announce_events_queued
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection, validate_event
-from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED
+from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, source_label
 from shared.runtime import Runtime
 
 
@@ -202,15 +202,15 @@ async def intake(
             results.append(entry)
             letters.append(DeadLetter(transport=transport, reason=check.reason, detail=check.detail, raw=item.raw,
                                       source=source, event_index=item.index, event_id=entry.get("event_id")))
-            EVENTS_REJECTED.labels(transport, check.reason).inc()
+            EVENTS_REJECTED.labels(transport, source_label(source), check.reason).inc()
         result.accepted = len(result.new_events)
         result.duplicates = len(results) - result.accepted - result.rejected
         await store_dead_letters(apg, letters)
         if enqueue and seqs:
             await announce_events_queued(apg)  # an indicators worker in another process wakes at commit
     result.new_seqs = seqs
-    EVENTS_ACCEPTED.labels(transport).inc(result.accepted)
-    EVENTS_DUPLICATE.labels(transport).inc(result.duplicates)
+    EVENTS_ACCEPTED.labels(transport, source_label(source)).inc(result.accepted)
+    EVENTS_DUPLICATE.labels(transport, source_label(source)).inc(result.duplicates)
     if enqueue and seqs:
         runtime.events_waiting.set()
     return result
@@ -228,7 +228,7 @@ async def submit(app_state: Any, runtime: Runtime, items: list[Item], *, source:
 
 async def dead_letter_body(runtime: Runtime, *, source: str, transport: str, rejection: Rejection, raw: bytes) -> None:
     """Keep a whole rejected body (not JSON at all, or too large) with its reason."""
-    EVENTS_REJECTED.labels(transport, rejection.reason).inc()
+    EVENTS_REJECTED.labels(transport, source_label(source), rejection.reason).inc()
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         await store_dead_letters(apg, [DeadLetter(transport=transport, reason=rejection.reason,

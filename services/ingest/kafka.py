@@ -28,7 +28,7 @@ from services.ingest.store import DeadLetter, store_dead_letters
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent
 from shared.kafka import KAFKA_PRODUCED, SOURCE_HEADER, make_consumer
-from shared.metrics import EVENTS_REJECTED
+from shared.metrics import EVENTS_REJECTED, source_label
 from shared.problems import Problem
 from shared.runtime import Runtime
 
@@ -77,7 +77,7 @@ class KafkaPublisher:
                 result.rejected += 1
                 letters.append(DeadLetter(transport=transport, reason=check.reason, detail=check.detail, raw=item.raw,
                                           source=source, event_index=item.index, event_id=entry.get("event_id")))
-                EVENTS_REJECTED.labels(transport, check.reason).inc()
+                EVENTS_REJECTED.labels(transport, source_label(source), check.reason).inc()
             result.results.append(entry)
         if letters:
             async with runtime.engine.begin() as conn:

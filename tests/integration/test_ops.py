@@ -3,28 +3,39 @@
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+from importlib.metadata import version
+
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_KEY, READER_KEY, UNITS_FILE, auth
 from tests.support.events import event, vn
 
 
-async def test_health_ready_metrics_openapi(app_client):
+async def test_health_ready_metrics_openapi(app_client, clean_db):
     assert (await app_client.get("/healthz")).json() == {"status": "ok"}
     ready = await app_client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
     await app_client.post("/v1/events", json=[event("M1", 2, vn(2026, 8, 3)), {"status": 99}],
                           headers=auth(ADMIN_KEY))
     metrics = (await app_client.get("/metrics")).text
-    assert 'dvc766_events_accepted_total{transport="http"}' in metrics
-    assert 'dvc766_events_rejected_total{reason="missing_field",transport="http"}' in metrics
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("dvc766_events_accepted_total", (("source", "admin:admin"), ("transport", "http")))] >= 1
+    assert samples[("dvc766_events_rejected_total",
+                    (("reason", "missing_field"), ("source", "admin:admin"), ("transport", "http")))] >= 1
     assert 'route="/v1/events"' in metrics  # labelled by route template, not raw path
+    assert samples[("dvc766_build_info", (("python_version", platform.python_version()),
+                                          ("version", version("dvc766"))))] == 1
+    assert samples[("dvc766_db_pool_connections_max", ())] >= 2 * clean_db.settings.db_pool_size
+    assert samples[("dvc766_db_pool_connections_in_use", ())] >= 0
     spec = (await app_client.get("/openapi.json")).json()
     assert {"/v1/events", "/v1/scores/{unit_code}", "/v1/scores", "/v1/units/{unit_code}/dossiers"} <= set(
         spec["paths"])
