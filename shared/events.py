@@ -107,12 +107,21 @@ class Rejection:
         return out
 
 
+MAX_STEP_ID = 128
+
+
 @dataclass(frozen=True)
 class Step:
+    """A processing step (QuaTrinhXuLy). Without ``open``: the step this event closes. With ``open``: a
+    step started (at ``started_at``, else the event's time) and still open; a later event naming the same
+    step (``id``, else ``name`` and ``started_at``, else ``name``) closes it, as does the end of processing."""
+
     name: str | None = None
     handler: str | None = None
     due_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
+    id: str | None = None
+    open: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,8 @@ class DossierEvent:
                     ("handler", self.step.handler),
                     ("due_at", self.step.due_at),
                     ("started_at", self.step.started_at),
+                    ("id", self.step.id),
+                    ("open", self.step.open or None),
                 )
                 if v is not None
             }
@@ -347,13 +358,19 @@ def _validate_fast(raw: dict[str, Any], source: str) -> DossierEvent | None:
                 return None
         step_body: dict[str, Any] = {}
         parts: dict[str, Any] = {}
-        for name in ("name", "handler"):
+        for name in ("name", "handler", "id"):
             value = step.get(name)
             if value is not None:
-                if type(value) is not str:
+                if type(value) is not str or (name == "id" and len(value) > MAX_STEP_ID):
                     return None
                 step_body[name] = value
             parts[name] = value
+        is_open = step.get("open")
+        if is_open is not None and type(is_open) is not bool:
+            return None
+        if is_open:
+            step_body["open"] = True
+        parts["open"] = bool(is_open)
         for name in ("due_at", "started_at"):
             value = step.get(name)
             if value is None or value == "":
@@ -466,12 +483,17 @@ def _step(raw: Any) -> Step | None | Rejection:
             return parsed
         times[name] = parsed
     texts = {}
-    for name in ("name", "handler"):
+    for name in ("name", "handler", "id"):
         value = raw.get(name)
         if value is not None and not isinstance(value, str):
             return Rejection(Reason.BAD_FIELD, f"step.{name} must be a string", f"step.{name}")
         texts[name] = value
-    return Step(**texts, **times)
+    if texts["id"] is not None and len(texts["id"]) > MAX_STEP_ID:
+        return Rejection(Reason.BAD_FIELD, f"step.id is longer than {MAX_STEP_ID} characters", "step.id")
+    is_open = raw.get("open")
+    if is_open is not None and not isinstance(is_open, bool):
+        return Rejection(Reason.BAD_FIELD, "step.open must be true or false", "step.open")
+    return Step(**texts, **times, open=bool(is_open))
 
 
 def _attributes(raw: Any) -> dict[str, Any] | Rejection:

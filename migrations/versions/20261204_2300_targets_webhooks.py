@@ -1,7 +1,7 @@
 """Targets, webhooks, their deliveries and the notifier's announced states (targets.md).
 
 Revision ID: 20261204_2300
-Revises: 20261204_2050, 20261204_2200 (it also joins main's two heads)
+Revises: 20261204_2200
 Create Date: 2026-12-04
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "20261204_2300"
-down_revision = ("20261204_2050", "20261204_2200")
+down_revision = "20261204_2200"
 branch_labels = None
 depends_on = None
 

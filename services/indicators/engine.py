@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from services.indicators.rules.counters import (
+    OVERDUE_STEPS,
     Contribution,
     CounterDelta,
     contribution_of,
@@ -50,7 +51,7 @@ DOSSIER_ROW = (
     ("ended_at", "timestamptz"), ("supplement_count", "smallint"), ("overdue_steps", "smallint"),
     ("overdue_fixed", "boolean"), ("overdue_reason", "text"), ("deadline", "timestamptz"),
     ("deadline_passed", "boolean"), ("no_deadline", "boolean"), ("contribution", "jsonb"), ("attributes", "jsonb"),
-    ("history", "bytea"),
+    ("history", "bytea"), ("step_deadline", "timestamptz"),
 )
 DOSSIER_COLUMNS = tuple(name for name, _ in DOSSIER_ROW)
 DOSSIER_STAGE = ", ".join(f"{name} {kind}" for name, kind in DOSSIER_ROW)
@@ -99,6 +100,9 @@ def history_event(seq: int, body: dict) -> HistoryEvent:
         step_due_at=_ts(step.get("due_at")),
         step_name=step.get("name"),
         attributes=body.get("attributes") or {},
+        step_started_at=_ts(step.get("started_at")),
+        step_id=step.get("id"),
+        step_open=bool(step.get("open")),
     )
 
 
@@ -133,6 +137,9 @@ def history_event_of(seq: int, event: DossierEvent) -> HistoryEvent:
         step_due_at=step.due_at if step else None,
         step_name=step.name if step else None,
         attributes=event.attributes or {},
+        step_started_at=step.started_at if step else None,
+        step_id=step.id if step else None,
+        step_open=step.open if step else False,
     )
 
 
@@ -143,12 +150,16 @@ def _iso(value: dt.datetime | None) -> str | None:
 def compact_event(e: HistoryEvent) -> list:
     """A history event as kept in ``dossiers.history``: a short positional array (the column holds the
     JSON of the list of them as bytes: PostgreSQL stores it without parsing it, as it would jsonb)."""
-    return [e.seq, e.status, e.occurred_at.isoformat(), e.unit_code, e.procedure_code, e.channel, _iso(e.due_at),
+    item = [e.seq, e.status, e.occurred_at.isoformat(), e.unit_code, e.procedure_code, e.channel, _iso(e.due_at),
             _iso(e.step_due_at), e.step_name, e.attributes or None]
+    if e.step_started_at is not None or e.step_id is not None or e.step_open:
+        item += [_iso(e.step_started_at), e.step_id, e.step_open]  # (older rows hold the first ten only)
+    return item
 
 
 def event_from_compact(item: list) -> HistoryEvent:
-    seq, status, occurred_at, unit, procedure, channel, due_at, step_due_at, step_name, attributes = item
+    seq, status, occurred_at, unit, procedure, channel, due_at, step_due_at, step_name, attributes = item[:10]
+    step_started_at, step_id, step_open = item[10:] if len(item) > 10 else (None, None, False)
     return HistoryEvent(
         seq=seq,
         status=status,
@@ -160,6 +171,9 @@ def event_from_compact(item: list) -> HistoryEvent:
         step_due_at=_ts(step_due_at),
         step_name=step_name,
         attributes=attributes or {},
+        step_started_at=_ts(step_started_at),
+        step_id=step_id,
+        step_open=bool(step_open),
     )
 
 
@@ -370,7 +384,7 @@ class IndicatorEngine:
             facts.due_at(self.policy.due_time),
             facts.ended_at,
             facts.supplement_count,
-            facts.overdue_steps,
+            contribution.counts.get(OVERDUE_STEPS, 0) if contribution else facts.overdue_steps,  # open ones too
             fixed,
             reason,
             deadline,
@@ -379,6 +393,7 @@ class IndicatorEngine:
             jsonb(contribution.to_json()) if contribution else None,
             jsonb(facts.attributes or None),
             json_bytes([compact_event(e) for e in history]),
+            contribution.next_step_deadline if contribution else None,
         )
 
     async def _write_dossiers(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
@@ -417,6 +432,21 @@ class IndicatorEngine:
         )
         await write_counter_delta(conn, delta)
         DEADLINES_CROSSED.inc(len(codes))
+        return len(codes)
+
+
+    async def sweep_open_steps(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 5000) -> int:
+        """Dossiers with a step still open whose deadline the clock has crossed, with no event: re-derived
+        now, so their overdue steps count it."""
+        codes = await conn.fetch(
+            """SELECT dossier_code FROM dossiers WHERE step_deadline < $1
+               ORDER BY dossier_code LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            now,
+            limit,
+        )
+        if not codes:
+            return 0
+        await self.recompute(conn, [], now, {r["dossier_code"]: [] for r in codes})
         return len(codes)
 
 

@@ -77,7 +77,9 @@ async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
         apg = await driver_connection(conn)
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
             return 0
-        crossed = await engine.sweep_deadlines(apg, utcnow())
+        now = utcnow()
+        crossed = await engine.sweep_deadlines(apg, now)
+        crossed += await engine.sweep_open_steps(apg, now)
         if crossed:
             await announce_change(apg)
     if crossed:

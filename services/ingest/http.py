@@ -41,7 +41,15 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
         "(`Content-Type: application/x-ndjson`). Each event is answered in `results` with its index: "
         "`accepted`, `duplicate`, or `rejected` with a machine-readable `reason`. Accepted events are "
         "durable before the response. 200 when at least one event was accepted or known, 422 when all "
-        "were rejected."
+        "were rejected.\n\n"
+        "`step` (QuaTrinhXuLy), optional: `name`, `handler`, `due_at` (the step's own deadline, "
+        "NgayKetThucTheoQuyDinh), `started_at` (NgayBatDau), `id` (string ≤ 128: the step's identity), "
+        "`open` (boolean). Without `open` the event closes that step at `occurred_at`; a step finished "
+        "after its `due_at` is an overdue step. With `\"open\": true` the step has started (send it at "
+        "`started_at`) and is still open: it counts as an overdue step as soon as the clock passes its "
+        "`due_at`, with no further event. A later event closes it: the same `step.id`, else the same "
+        "`name` and `started_at`, else the same `started_at`, else the same `name`; the end of processing "
+        "closes every step still open."
     ),
 )
 async def post_events(request: Request, who: Principal = Depends(poster)):

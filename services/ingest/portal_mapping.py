@@ -37,7 +37,9 @@ identifier), else DonViXuLy (a code, identifier or name within the caller's unit
 (:func:`attribute_unit`). Personal data (applicant name, contacts, identity numbers) is never mapped.
 
 Step record -> one event: TrangThai at ThoiDiemXuLy with the step (NgayKetThucTheoQuyDinh,
-NgayBatDau, NguoiXuLy, NoiDungXuLy). Step records do not carry the procedure; the dossier's procedure
+NgayBatDau, NguoiXuLy, NoiDungXuLy). A record with NgayBatDau and no ThoiDiemXuLy is a step started
+and still open (``step.open``, at NgayBatDau); the record of the same step (department and content, and
+NgayBatDau) with its ThoiDiemXuLy closes it. Step records do not carry the procedure; the dossier's procedure
 and unit come from its receipt, so steps use :data:`STEP_PROCEDURE`. A step record in status 2 is
 provisional too: the receipt's facts (channel, procedure, due time) come from the snapshot.
 """
@@ -419,8 +421,13 @@ def map_step(step: Any, unit_of: Callable[[str, str], str]) -> tuple[str | None,
             return code, parsed
         times[name] = parsed
     at = times["ThoiDiemXuLy"]
+    # A record with its start (NgayBatDau) and no processing time yet is a step started and still open.
+    still_open = at is None and times["NgayBatDau"] is not None
+    if still_open:
+        at = times["NgayBatDau"]
     if at is None:
-        return code, Rejection(Reason.MISSING_FIELD, "ThoiDiemXuLy is required", "ThoiDiemXuLy")
+        return code, Rejection(Reason.MISSING_FIELD, "ThoiDiemXuLy (or, for a step still open, NgayBatDau) is "
+                               "required", "ThoiDiemXuLy")
     unit = unit_of(code, "")
     if not unit:
         return code, Rejection(Reason.MISSING_FIELD, "no unit: give madonvi (or MaDinhDanhDV), or a MaHoSo that "
@@ -434,6 +441,7 @@ def map_step(step: Any, unit_of: Callable[[str, str], str]) -> tuple[str | None,
             ("handler", handler or None),
             ("due_at", _iso(times["NgayKetThucTheoQuyDinh"])),
             ("started_at", _iso(times["NgayBatDau"])),
+            ("open", True if still_open else None),
         )
         if v is not None
     }

@@ -99,7 +99,10 @@ dossiers = Table(
     # The applied events in the rules' compact form (services/indicators/engine.py: compact_event);
     # NULL for rows written before migration 0006 until their next event.
     Column("history", LargeBinary, nullable=True),  # JSON bytes (not parsed by PostgreSQL)
+    # The next deadline of a step still open that the clock has not crossed (the sweeper's cue).
+    Column("step_deadline", DateTime(timezone=True), nullable=True),
     Index("ix_dossiers_unit_month", "unit_code", "received_month"),
+    Index("ix_dossiers_step_deadline", "step_deadline", postgresql_where=text("step_deadline IS NOT NULL")),
     Index(
         "ix_dossiers_deadline_pending",
         "deadline",

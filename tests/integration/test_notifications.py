@@ -340,3 +340,38 @@ async def test_the_example_targets_load(app_client):
                                   headers=auth(READER_KEY))).json()["targets"]
     assert {t["id"] for t in shown} == {"ontime-98", "ontime-98-month", "apology-100", "satisfaction-90", "online-50",
                                         "supplement-once", "few-returns", "no-stops", "no-overdue-steps"}
+
+
+async def test_a_step_still_open_past_its_deadline_counts_with_no_event(app_client, fast_retries):
+    """events.md step.open: the sweeper (on the test's clock) re-derives the dossier when the open step's
+    deadline passes; its overdue step shows in the score and turns the no-overdue-steps target at risk."""
+    runtime = app_client.app.state.runtime
+    clock = Clock(vn(12, 10))
+    notifier = Notifier(runtime, clock=clock, settings=fast_retries)
+    engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
+    step = {"name": "Phòng Kinh tế - Thẩm định", "id": "HS1-tham-dinh", "started_at": vn(11).isoformat(),
+            "due_at": vn(13, 17).isoformat(), "open": True}
+    with Receiver() as receiver:
+        await put(app_client, "/v1/webhooks", [{"id": "province", "url": receiver.url, "secret": SECRET,
+                                                "events": TARGET_EVENTS}])
+        await put(app_client, "/v1/targets", [{"id": "no-overdue-steps", "unit": "H44.07", "metric": "overdue_steps",
+                                               "max": 0.0}])
+        await post(app_client, [event("HS1", 2, vn(10), unit="H44.07", due_at=vn(28)),
+                                event("HS1", 4, vn(11), unit="H44.07", step=step)])
+        assert await notifier.evaluate_once() == 0
+        score = (await app_client.get("/v1/scores/H44.07", params={"period": "2030-03"}, headers=auth(READER_KEY))).json()
+        assert (score["counters"]["steps"], score["counters"]["overdue_steps"]) == (1, 0)
+
+        clock.now = vn(14, 9)
+        async with runtime.engine.begin() as conn:
+            assert await engine.sweep_open_steps(await driver_connection(conn), clock.now) == 1
+        async with runtime.engine.begin() as conn:  # done: nothing left to sweep for it
+            assert await engine.sweep_open_steps(await driver_connection(conn), clock.now) == 0
+        runtime.data_changed()  # what the worker's sweep does after a crossing (cached scores are stale)
+        score = (await app_client.get("/v1/scores/H44.07", params={"period": "2030-03"}, headers=auth(READER_KEY))).json()
+        assert (score["counters"]["steps"], score["counters"]["overdue_steps"]) == (1, 1)
+        assert await notifier.evaluate_once() == 1
+        await deliver_all(notifier)
+        await notifier.stop()
+    [body] = [verified(r) for r in receiver.received]
+    assert (body["event"], body["data"]["id"], body["data"]["value"]) == ("target.at_risk", "no-overdue-steps", 100.0)

@@ -123,3 +123,62 @@ def test_a_late_event_moves_the_past_period(first, late, metric):
         assert read(stored, period)[metric] == 1, period
     assert read(stored, "2026-09") == {}
     assert read(stored, "2026-07")["received"] == 1  # and nothing else moved out of July
+
+
+# Steps still open (events.md: step.open): counted as steps, and overdue once the clock passes their deadline.
+def opened(name, started, due, **extra):
+    return {"step_name": name, "step_started_at": at(*started), "step_due_at": at(*due), "step_open": True, **extra}
+
+
+def closed(name, started, due, **extra):
+    return {"step_name": name, "step_started_at": at(*started), "step_due_at": at(*due), **extra}
+
+
+LONG_DUE = {"due_at": at(8, 28)}
+OPEN_STEP_CASES = [
+    # (name, history, now, (steps, overdue steps), next deadline the sweeper waits for)
+    ("open, before its deadline", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Thẩm định", (7, 2), (7, 6)))],
+     at(7, 5), (1, 0), at(7, 6)),
+    ("open, past its deadline now", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Thẩm định", (7, 2), (7, 6)))],
+     at(7, 7), (1, 1), None),
+    ("closed in time by the same step", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Thẩm định", (7, 2), (7, 6))),
+                                         (4, (7, 5), closed("Thẩm định", (7, 2), (7, 6)))], at(7, 20), (1, 0), None),
+    ("closed late by the same step", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Thẩm định", (7, 2), (7, 6))),
+                                      (4, (7, 9), closed("Thẩm định", (7, 2), (7, 6)))], at(7, 20), (1, 1), None),
+    ("closed by its id, whatever its name says",
+     [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Thụ lý", (7, 2), (7, 6), step_id="s1")),
+      (4, (7, 4), closed("Thụ lý - đã xong", (7, 2), (7, 6), step_id="s1"))], at(7, 20), (1, 0), None),
+    ("closed by its start when the content changed",
+     [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Phòng A - đang xử lý", (7, 2), (7, 6))),
+      (4, (7, 4), closed("Phòng A - đã trình ký", (7, 2), (7, 6)))], at(7, 20), (1, 0), None),
+    ("the end of processing closes it (late)", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Ký", (7, 2), (7, 3))),
+                                                (9, (7, 4))], at(7, 20), (1, 1), None),
+    ("the end of processing closes it (in time)", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Ký", (7, 2), (7, 6))),
+                                                   (9, (7, 4))], at(7, 20), (1, 0), None),
+    ("re-sent open record counts once", [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("Ký", (7, 2), (7, 6))),
+                                         (4, (7, 2, 9), opened("Ký", (7, 2), (7, 6)))], at(7, 20), (1, 1), None),
+    ("two open steps, the sweeper waits for the nearer deadline still ahead",
+     [(2, (7, 1), LONG_DUE), (4, (7, 2), opened("A", (7, 2), (7, 4))), (4, (7, 3), opened("B", (7, 3), (7, 10))),
+      (4, (7, 3, 9), opened("C", (7, 3), (7, 8)))], at(7, 5), (3, 1), at(7, 8)),
+]
+
+
+@pytest.mark.parametrize(("events", "now", "expected", "next_deadline"),
+                         [pytest.param(e, n, x, d, id=name) for name, e, n, x, d in OPEN_STEP_CASES])
+def test_steps_still_open(events, now, expected, next_deadline):
+    facts = derive_facts("D", history(*events), CAL)
+    found = contribution_of(facts, assess(facts, CAL), CAL, now)
+    assert (found.counts.get("steps", 0), found.counts.get("overdue_steps", 0)) == expected
+    assert found.next_step_deadline == next_deadline
+
+
+def test_an_open_step_passing_its_deadline_moves_its_received_period():
+    stored: defaultdict = defaultdict(int)
+    events = history((2, (7, 1), LONG_DUE), (4, (7, 2), opened("Thẩm định", (7, 2), (7, 6))))
+    facts = derive_facts("D", events, CAL)
+    before = contribution_of(facts, assess(facts, CAL), CAL, at(7, 5))
+    apply(stored, None, before)
+    assert read(stored, "2026-07").get("overdue_steps", 0) == 0
+    after = contribution_of(facts, assess(facts, CAL), CAL, at(8, 3))  # the clock alone: no event
+    apply(stored, before, after)
+    assert read(stored, "2026-07")["overdue_steps"] == 1 and read(stored, "2026-08") == {}

@@ -113,7 +113,9 @@ WELL_FORMED = {
     "step": st.one_of(st.none(), st.fixed_dictionaries({}, optional={
         "name": st.one_of(st.none(), st.text(max_size=5)), "handler": st.one_of(st.none(), st.text(max_size=5)),
         "due_at": st.one_of(st.none(), st.just(""), GOOD_TIMES),
-        "started_at": st.one_of(st.none(), st.just(""), GOOD_TIMES), "other": st.integers()})),
+        "started_at": st.one_of(st.none(), st.just(""), GOOD_TIMES), "other": st.integers(),
+        "id": st.one_of(st.none(), st.text(max_size=5), st.integers()),
+        "open": st.one_of(st.none(), st.booleans(), st.just(1), st.just("true"))})),
     "attributes": st.one_of(st.none(), st.dictionaries(
         st.sampled_from(sorted(BOOLEAN_ATTRIBUTES) + ["extra", "zz"]),
         st.one_of(st.none(), st.booleans()), max_size=8,

@@ -405,3 +405,33 @@ def test_sessions_are_bound_to_their_key_and_expire():
     assert ring.issue_session("unknown", 60) is None
     other = KeyRing({"k1-rotated": ApiKey(role="source", source="s1", units=["H44"])})
     assert other.lookup_session(token, now=1000) is None  # the key is gone: so are its sessions
+
+
+def test_a_step_record_without_its_processing_time_is_a_step_still_open(calendar):
+    """QuaTrinhXuLy with NgayBatDau and no ThoiDiemXuLy: started and still open (step.open), at its start;
+    the record of the same step with its ThoiDiemXuLy closes it, and an open step past its deadline
+    (NgayKetThucTheoQuyDinh) counts as an overdue step with no further record."""
+    started = {"MaHoSo": "HS-OPEN", "NguoiXuLy": "Lê Văn C", "PhongBanXuLy": "Phòng Kinh tế",
+               "NoiDungXuLy": "Thẩm định", "TrangThai": "4", "ThoiDiemXuLy": "",
+               "NgayBatDau": "20260804090000", "NgayKetThucTheoQuyDinh": "20260806170000"}
+    [opening] = events_of(progress_call("H44.03", [started]))
+    assert opening["occurred_at"] == vn(2026, 8, 4, 9).isoformat()
+    assert opening["step"] == {"name": "Phòng Kinh tế - Thẩm định", "handler": "Lê Văn C", "open": True,
+                               "started_at": vn(2026, 8, 4, 9).isoformat(),
+                               "due_at": vn(2026, 8, 6, 17).isoformat()}
+    missing = {**started, "NgayBatDau": ""}
+    [item] = mapped(progress_call("H44.03", [missing])).items
+    assert item.rejection is not None and item.rejection.field == "ThoiDiemXuLy"
+
+    receipt = {"event_id": "r", "dossier_code": "HS-OPEN", "unit_code": "H44.03", "procedure_code": "P",
+               "status": 2, "occurred_at": vn(2026, 8, 3, 8).isoformat(), "due_at": vn(2026, 8, 28).isoformat()}
+    history = [history_event(0, validate_event(receipt, "s").body()),
+               history_event(1, validate_event(opening, "s").body())]
+    facts = derive_facts("HS-OPEN", history, calendar)
+    assert facts.open_step_deadlines == (vn(2026, 8, 6, 17),)
+
+    finished = {**started, "ThoiDiemXuLy": "20260807100000", "NoiDungXuLy": "Thẩm định xong"}
+    [closing] = events_of(progress_call("H44.03", [finished]))
+    history.append(history_event(2, validate_event(closing, "s").body()))
+    facts = derive_facts("HS-OPEN", history, calendar)
+    assert (facts.steps, facts.overdue_steps, facts.open_step_deadlines) == (1, 1, ())  # closed a day late

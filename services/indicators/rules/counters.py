@@ -84,6 +84,9 @@ class Contribution:
     # Counts anchored on the processing start's month (3.6), when it differs from the received month's.
     start_month: str | None = None
     start_counts: dict[str, int] = field(default_factory=dict)
+    # The next deadline of a step still open that the clock has not passed: the sweeper re-derives the
+    # dossier then (its overdue steps grow with no event). Kept in the dossier's row, not in the JSON.
+    next_step_deadline: dt.datetime | None = None
 
     def to_json(self) -> dict:
         out = {
@@ -139,10 +142,13 @@ def contribution_of(
         counts[SUPPLEMENT_REQUESTS] = facts.supplement_count
         key = DOSSIERS_ONE_SUPPLEMENT if facts.supplement_count == 1 else DOSSIERS_TWO_PLUS_SUPPLEMENTS
         counts[key] = 1
-    if facts.steps:
-        counts[STEPS] = facts.steps
-    if facts.overdue_steps:
-        counts[OVERDUE_STEPS] = facts.overdue_steps
+    # Steps still open count as steps, and as overdue steps once the clock has passed their deadline.
+    open_steps = facts.open_step_deadlines
+    open_overdue_steps = sum(1 for deadline in open_steps if deadline < now)
+    if facts.steps or open_steps:
+        counts[STEPS] = facts.steps + len(open_steps)
+    if facts.overdue_steps or open_overdue_steps:
+        counts[OVERDUE_STEPS] = facts.overdue_steps + open_overdue_steps
     if timeliness.no_deadline:
         counts[NO_DEADLINE] = 1
     if facts.returned:
@@ -212,6 +218,7 @@ def contribution_of(
         open_undetermined=open_undetermined,
         start_month=start_month,
         start_counts=start_counts,
+        next_step_deadline=min((d for d in open_steps if d >= now), default=None),
     )
 
 

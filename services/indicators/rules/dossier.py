@@ -34,6 +34,9 @@ class HistoryEvent:
     step_due_at: dt.datetime | None = None
     step_name: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    step_started_at: dt.datetime | None = None
+    step_id: str | None = None
+    step_open: bool = False  # the step started and is still open (events.md: step.open)
 
 
 @dataclass
@@ -55,6 +58,8 @@ class DossierFacts:
     outstanding_supplement_at: dt.datetime | None = None  # the last request, still not answered
     steps: int = 0
     overdue_steps: int = 0
+    # Deadlines of the steps started and still open (processing not ended): overdue once the clock passes.
+    open_step_deadlines: tuple[dt.datetime, ...] = ()
     # The directives' counters (targets.md): statuses entered after receipt, whatever came next.
     returned: bool = False  # 3 after 2: refused or returned to the applicant
     stopped: bool = False  # 8, Dừng xử lý
@@ -159,12 +164,7 @@ def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: Wo
             open_request_at = None
         previous_status = event.status
 
-    steps = overdue_steps = 0
-    for event in after:
-        if event.step_due_at is not None:
-            steps += 1
-            if event.occurred_at > event.step_due_at:
-                overdue_steps += 1
+    steps, overdue_steps, open_step_deadlines = step_counts(after, ended_at)
 
     entered = {e.status for e in after[1:]}
     return DossierFacts(
@@ -185,11 +185,68 @@ def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: Wo
         outstanding_supplement_at=open_request_at,
         steps=steps,
         overdue_steps=overdue_steps,
+        open_step_deadlines=open_step_deadlines,
         returned=Status.REFUSED in entered,
         stopped=Status.STOPPED in entered,
         withdrawn=Status.WITHDRAWN in entered,
         attributes=attributes,
     )
+
+
+def _open_step_of(opened: dict[int, HistoryEvent], closing: HistoryEvent) -> int | None:
+    """The open step an event closes: the same ``step_id``; else the same name and start, the same start,
+    or the same name (the latest opened first)."""
+    if closing.step_id is not None:
+        return next((k for k, e in opened.items() if e.step_id == closing.step_id), None)
+    tests = (
+        lambda e: e.step_name == closing.step_name and e.step_started_at == closing.step_started_at,
+        lambda e: closing.step_started_at is not None and e.step_started_at == closing.step_started_at,
+        lambda e: closing.step_name is not None and e.step_name == closing.step_name,
+    )
+    for test in tests:
+        found = next((k for k, e in reversed(opened.items()) if e.step_id is None and test(e)), None)
+        if found is not None:
+            return found
+    return None
+
+
+def step_counts(events: list[HistoryEvent], ended_at: dt.datetime | None
+                ) -> tuple[int, int, tuple[dt.datetime, ...]]:
+    """(steps with a deadline, those finished past it, deadlines of the steps still open).
+
+    An event with a step closes that step at its time; one with ``step_open`` opens it (again, for the
+    same ``step_id``). The end of processing closes every step still open at that instant.
+    """
+    opened: dict[int, HistoryEvent] = {}
+    steps = overdue = 0
+    for event in events:
+        if event.step_open:
+            for key in [k for k, e in opened.items()  # re-stating an open step replaces it
+                        if (e.step_id, e.step_name, e.step_started_at)
+                        == (event.step_id, event.step_name, event.step_started_at)]:
+                del opened[key]
+            opened[event.seq] = event
+            continue
+        if event.step_due_at is None and event.step_name is None and event.step_id is None:
+            continue
+        key = _open_step_of(opened, event)
+        if key is not None:
+            del opened[key]
+        if event.step_due_at is not None:
+            steps += 1
+            if event.occurred_at > event.step_due_at:
+                overdue += 1
+    still_open = []
+    for event in opened.values():
+        if event.step_due_at is None:
+            continue
+        if ended_at is not None:
+            steps += 1
+            if ended_at > event.step_due_at:
+                overdue += 1
+        else:
+            still_open.append(event.step_due_at)
+    return steps, overdue, tuple(sorted(still_open))
 
 
 @dataclass
