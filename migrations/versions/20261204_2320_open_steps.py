@@ -2,7 +2,7 @@
 the clock has not crossed, for the sweeper that counts them overdue with no event.
 
 Revision ID: 20261204_2320
-Revises: 20261204_2310
+Revises: 20261204_2110
 Create Date: 2026-12-04
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261204_2320"
-down_revision = "20261204_2310"
+down_revision = "20261204_2110"
 branch_labels = None
 depends_on = None
 
