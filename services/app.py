@@ -47,7 +47,9 @@ async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
         await migrate(url)
     engine = create_engine(url, pool_size=settings.db_pool_size,
                            statement_timeout_ms=settings.db_statement_timeout_ms,
-                           lock_timeout_ms=settings.db_lock_timeout_ms)
+                           lock_timeout_ms=settings.db_lock_timeout_ms,
+                           connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                           pool_timeout_seconds=settings.db_pool_timeout_seconds)
     calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
     watch_pool(engine, capacity=2 * settings.db_pool_size)  # create_engine's overflow is the pool size again
     runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)

@@ -37,19 +37,19 @@ async def readyz(request: Request):
 
 
 async def readiness(app: FastAPI) -> dict[str, str]:
-    """Each check of /readyz: "ok" or what is wrong."""
+    """Each check of /readyz: "ok" or what is wrong. All run at once, each bounded by
+    ``readiness_timeout_seconds``: a store or broker gone quiet (or a pool exhausted) is "not ready", promptly."""
     runtime = app.state.runtime
-    checks = {}
-    try:
-        async with asyncio.timeout(5.0):  # a pool exhausted or a server gone quiet is "not ready", promptly
-            async with runtime.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    for name, check in getattr(app.state, "ready_checks", {}).items():
-        checks[name] = await check()
-    return checks
+
+    async def database() -> str:
+        async with runtime.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return "ok"
+
+    named = {"database": database, **getattr(app.state, "ready_checks", {})}
+    answers = await asyncio.gather(*(_bounded(check, runtime.settings.readiness_timeout_seconds)
+                                     for check in named.values()))
+    return dict(zip(named, answers))
 
 
 async def publish_readiness(app: FastAPI, every: float) -> None:
@@ -63,6 +63,16 @@ async def publish_readiness(app: FastAPI, every: float) -> None:
         except Exception:  # noqa: BLE001 - the next round tries again
             logging.getLogger("dvc766.ops").warning("readiness round failed", exc_info=True)
         await asyncio.sleep(every)
+
+
+async def _bounded(check, seconds: float) -> str:
+    try:
+        async with asyncio.timeout(seconds):
+            return await check()
+    except TimeoutError:
+        return f"unavailable: no answer in {seconds:g} s"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return f"unavailable: {type(exc).__name__}"
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -7,7 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("dvc766.http")
@@ -40,15 +41,39 @@ def problem_response(status: int, code: str, detail: str, **extra) -> JSONRespon
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def _is_store_unavailable(exc: BaseException) -> bool:
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the store cannot be reached or cannot serve now (not a mistake of the request):
+    refused or cut connections, timeouts connecting or waiting for the pool, a server shutting down,
+    starting up, out of connections, or cancelling statements (statement or lock timeout)."""
     import asyncpg
 
-    if isinstance(exc, (OperationalError, ConnectionError, OSError, asyncpg.CannotConnectNowError,
-                        asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    return (OSError, SQLAlchemyTimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError,
+            asyncpg.LockNotAvailableError)
+
+
+def is_store_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: SQLAlchemy keeps the driver's error as its cause) is one of
+    :func:`_store_errors`, or a connection SQLAlchemy found dead."""
+    kinds = _store_errors()
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, kinds):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+        seen += 1
     return False
+
+
+def store_unavailable_response(request: Request) -> JSONResponse:
+    runtime = getattr(request.app.state, "runtime", None)
+    retry_after = runtime.settings.store_retry_after_seconds if runtime is not None else 2
+    response = problem_response(503, "store_unavailable", "the database is not reachable now; retry later")
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -66,10 +91,22 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
         return problem_response(422, "bad_parameter", "request parameters are invalid", errors=errors)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
-        if _is_store_unavailable(exc):
+    async def _store(request: Request, exc: Exception):
+        # Answered here, by the exception middleware, rather than by the catch-all below: Starlette re-raises
+        # what reaches the catch-all after answering, and the server then closes a kept-alive connection.
+        if is_store_unavailable(exc):
             log.warning("store unavailable", extra={"error": repr(exc)})
-            return problem_response(503, "store_unavailable", "the database is not reachable; retry later")
+            return store_unavailable_response(request)
+        log.exception("unhandled error")
+        return problem_response(500, "internal_error", "internal error")
+
+    for kind in (*_store_errors(), DBAPIError):
+        app.add_exception_handler(kind, _store)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        if is_store_unavailable(exc):  # wrapped in something else (an exception group)
+            log.warning("store unavailable", extra={"error": repr(exc)})
+            return store_unavailable_response(request)
         log.exception("unhandled error")
         return problem_response(500, "internal_error", "internal error")

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     # locked table shows as failing batches, a stalled applier and a failing /readyz, not a silent wait.
     db_statement_timeout_ms: int = Field(120_000, ge=0)
     db_lock_timeout_ms: int = Field(15_000, ge=0)
+    # A store that does not answer: connecting gives up after db_connect_timeout_seconds, a request waiting
+    # for a pooled connection after db_pool_timeout_seconds; either, like a refused connection, is answered
+    # 503 store_unavailable with Retry-After: store_retry_after_seconds.
+    db_connect_timeout_seconds: float = Field(5.0, gt=0)
+    db_pool_timeout_seconds: float = Field(10.0, gt=0)
+    store_retry_after_seconds: int = Field(2, ge=1)
+    # /readyz answers within about this long: each of its checks (the store, Kafka, the appliers) that has
+    # not answered by then is "not ready".
+    readiness_timeout_seconds: float = Field(2.0, gt=0)
 
     # Kafka. Absent: no Kafka; events go through the database.
     kafka_bootstrap_servers: str | None = None

@@ -71,15 +71,18 @@ def resolve_database_url(settings: Settings) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0,
-                  lock_timeout_ms: int = 0) -> AsyncEngine:
+                  lock_timeout_ms: int = 0, connect_timeout_seconds: float = 60.0,
+                  pool_timeout_seconds: float = 30.0) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        pool_timeout=pool_timeout_seconds,
         json_serializer=lambda v: orjson.dumps(v).decode(),
         json_deserializer=orjson.loads,
         connect_args={
+            "timeout": connect_timeout_seconds,
             "server_settings": {
                 "application_name": "dvc766",
                 # asyncpg prepares every statement; a generic plan made while a table was empty (or an
