@@ -28,7 +28,12 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+MIGRATION_LOCK = 766_000  # advisory lock: concurrent `dvc766 migrate` runs (init containers) take turns
+
+
 def _run(connection) -> None:
+    # Held by this session until it ends: a second run waits, then finds the schema at head.
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
     context.configure(connection=connection, target_metadata=metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
