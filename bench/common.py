@@ -241,6 +241,9 @@ class Service:
             DVC766_API_KEYS=json.dumps(API_KEYS),
             DVC766_LOG_LEVEL="WARNING",
             DVC766_LOG_JSON="false",
+            # The load generators are one client with one key: rate limits would measure themselves.
+            DVC766_RATE_LIMIT_KEY_PER_SECOND="0",
+            DVC766_RATE_LIMIT_ADDRESS_PER_SECOND="0",
             **(env or {}),
         )
         self.env.pop("DVC766_KAFKA_BOOTSTRAP_SERVERS", None) if not (env or {}).get(

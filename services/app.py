@@ -26,7 +26,9 @@ from services.notify import http as notify_http
 from services.notify.notifier import Notifier
 from services.ingest import http as ingest_http
 from services.ingest import portal as ingest_portal
-from shared.auth import KeyRing, first_run_admin_key
+from services.keys import AdminAudit, KeyMaintenance
+from services.limits import install_rate_limits
+from shared.auth import KeyRing, configured_keys, first_run_admin_key
 from shared.calendar import WorkingCalendar
 from shared.db.engine import create_engine, migrate, resolve_database_url, stop_embedded_postgres
 from shared.db.notify import ChangeListener
@@ -73,7 +75,11 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         own_runtime = runtime is None
         rt = runtime or await build_runtime(settings, run_migrations=run_migrations)
         app.state.runtime = rt
-        app.state.keyring = KeyRing(settings.api_keys or first_run_admin_key(settings))
+        keys = configured_keys(settings)
+        first_run = {} if keys else first_run_admin_key(settings)
+        app.state.keyring = KeyRing({**first_run, **keys})
+        key_maintenance = KeyMaintenance(app, rt, first_run)
+        key_maintenance.start()
         engine = IndicatorEngine(rt.calendar, settings.policy)
         app.state.indicator_engine = engine
         background: list = []
@@ -114,6 +120,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
                     await refresher
             for worker in background:
                 await worker.stop()  # lets the batch in flight commit
+            await key_maintenance.stop()
             if own_runtime:
                 await rt.engine.dispose()
                 if not settings.database_url:  # the embedded default: stop the database this process started
@@ -129,6 +136,8 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
     )
     install_problem_handlers(app)
     ops.install_http_metrics(app, access_log_enabled=settings.access_log)
+    app.add_middleware(AdminAudit)
+    install_rate_limits(app, settings)  # added last: the outermost, before any other work
     app.include_router(ops.router)
     if "ingest" in roles:
         app.include_router(ingest_http.router)

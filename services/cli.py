@@ -121,6 +121,7 @@ def _exit_with_parent() -> None:
 PLUGGED_COMMANDS = {
     "replay": "services.indicators.replay",
     "simulate": "services.simulator.cli",
+    "keys": "services.keys",
 }
 
 

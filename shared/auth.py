@@ -11,12 +11,31 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from fastapi import Request
 
 from shared.problems import Problem
 from shared.settings import ApiKey, Settings
 
 log = logging.getLogger("dvc766.auth")
+
+
+HASHED = "sha256:"
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def hashed_key(key: str) -> str:
+    """How a key is written in the configuration or the key file without the key itself."""
+    return HASHED + key_digest(key).hex()
+
+
+def key_id(digest: bytes) -> str:
+    """A key's public name in listings, metrics and the audit log: a prefix of its hash, never the key."""
+    return digest.hex()[:12]
 
 
 @dataclass(frozen=True)
@@ -26,44 +45,55 @@ class Principal:
     source: str
     units: tuple[str, ...]
     portal_ok_code: int | str = 0  # the national portal's "kept" error_code, as this key's system reads it
+    key_id: str = ""
 
     def can_read(self) -> bool:
         return self.role in ("reader", "admin")
 
 
 class KeyRing:
+    """The keys in force. Configured as ``{"<key>": spec}`` or ``{"sha256:<hex of the key's sha256>": spec}``;
+    a presented key is hashed and looked up by its digest (the ring holds no key in clear). A ring is
+    immutable: keys change by replacing ``app.state.keyring`` (services/keys.py re-reads the key file)."""
+
     def __init__(self, keys: dict[str, ApiKey]) -> None:
-        self._keys = [(k.encode(), v) for k, v in keys.items()]
-        self._by_fingerprint = {_fingerprint(k.encode()): (k.encode(), v) for k, v in keys.items()}
-        # Known keys already looked up -> their principal (never unknown ones: the memo stays as small
-        # as the ring). A ring is immutable: keys change by replacing ``app.state.keyring``, which drops
-        # the memo with it, so a revoked key stops working at once.
-        self._known: dict[str, Principal] = {}
+        self._by_digest: dict[bytes, Principal] = {}
+        self._by_fingerprint: dict[str, tuple[bytes, Principal]] = {}
+        for configured, spec in keys.items():
+            digest = _configured_digest(configured)
+            found = _principal(spec, key_id(digest))
+            self._by_digest[digest] = found
+            self._by_fingerprint[_fingerprint(digest)] = (digest, found)
+        # key_id -> when it was last presented (time.time()); written to the database by services/keys.py.
+        self.last_used: dict[str, float] = {}
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._by_digest)
+
+    def principals(self) -> list[Principal]:
+        return list(self._by_digest.values())
 
     def lookup(self, presented: str) -> Principal | None:
-        candidate = presented.encode()
-        found = None
-        for key, spec in self._keys:  # compare with every key in constant time
-            if hmac.compare_digest(key, candidate):
-                found = spec
-        if found is None:
-            return None
-        return _principal(found)
+        # A dict keyed by SHA-256 digests: timing can tell at most how a guess's digest compares with a
+        # key's digest, which says nothing about the key.
+        found = self._by_digest.get(key_digest(presented))
+        if found is not None:
+            self.last_used[found.key_id] = time.time()
+        return found
+
+    lookup_cached = lookup  # the read fast path's name for it
 
     # Session tokens: what the national portal's login call issues and its sync calls carry (the body's
-    # ``session``). A token is bound to the key that logged in (its fingerprint, signed with the key
-    # itself) and expires; it needs no state, so every ingest process accepts it, and it dies with its key.
+    # ``session``). A token is bound to the key that logged in (a fingerprint of its hash, signed with
+    # the hash) and expires; it needs no state, so every ingest process accepts it, and it dies with its key.
 
     def issue_session(self, presented: str, seconds: int, now: float | None = None) -> str | None:
-        key = presented.encode()
         if self.lookup(presented) is None:
             return None
+        digest = key_digest(presented)
         expires = int((time.time() if now is None else now) + seconds)
-        payload = f"{SESSION_PREFIX}{_fingerprint(key)}.{expires}"
-        return f"{payload}.{_sign(key, payload)}"
+        payload = f"{SESSION_PREFIX}{_fingerprint(digest)}.{expires}"
+        return f"{payload}.{_sign(digest, payload)}"
 
     def lookup_session(self, token: str, now: float | None = None) -> Principal | None | str:
         """The principal a session token stands for; None if not a valid token; "expired" if it was one."""
@@ -76,36 +106,56 @@ class KeyRing:
             return None
         if int(expires) < (time.time() if now is None else now):
             return "expired"
-        return _principal(entry[1])
-
-    def lookup_cached(self, presented: str) -> Principal | None:
-        """``lookup`` for hot read paths. The memo is a dict keyed by the presented string: its lookup
-        compares bytes only after a (randomly seeded) hash matches, so timing says nothing useful about
-        a guessed key; unknown keys still take the constant-time path every time."""
-        found = self._known.get(presented)
-        if found is None:
-            found = self.lookup(presented)
-            if found is not None:
-                self._known[presented] = found
-        return found
+        self.last_used[entry[1].key_id] = time.time()
+        return entry[1]
 
 
 SESSION_PREFIX = "dvcs1."
 
 
-def _fingerprint(key: bytes) -> str:
-    return hashlib.sha256(b"dvc766-key:" + key).hexdigest()[:24]
+def _configured_digest(configured: str) -> bytes:
+    if not configured.startswith(HASHED):
+        return key_digest(configured)
+    try:
+        digest = bytes.fromhex(configured[len(HASHED):])
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError(f"a hashed key is 'sha256:' and 64 hex digits, not {configured[:16]}...")
+    return digest
 
 
-def _sign(key: bytes, payload: str) -> str:
-    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+def _fingerprint(digest: bytes) -> str:
+    return hashlib.sha256(b"dvc766-key:" + digest).hexdigest()[:24]
 
 
-def _principal(spec: ApiKey) -> Principal:
+def _sign(digest: bytes, payload: str) -> str:
+    return hmac.new(digest, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _principal(spec: ApiKey, key_id: str) -> Principal:
     name = spec.name or spec.source or spec.role
     source = spec.source or (f"admin:{name}" if spec.role == "admin" else name)
     return Principal(name=name, role=spec.role, source=source, units=tuple(spec.units),
-                     portal_ok_code=spec.portal_ok_code)
+                     portal_ok_code=spec.portal_ok_code, key_id=key_id)
+
+
+def load_key_file(path: Path) -> dict[str, ApiKey]:
+    """The key file: a JSON object shaped like ``DVC766_API_KEYS`` (keys in clear or hashed)."""
+    raw = orjson.loads(path.read_bytes()) if path.exists() and path.stat().st_size else {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the key file must be a JSON object of key -> spec")
+    return {key: ApiKey.model_validate(spec) for key, spec in raw.items()}
+
+
+def key_file_path(settings: Settings) -> Path:
+    """The key file `dvc766 keys` writes and running services re-read (default: in the data dir)."""
+    return Path(settings.api_keys_file or Path(settings.data_dir) / "api-keys.json").expanduser()
+
+
+def configured_keys(settings: Settings) -> dict[str, ApiKey]:
+    """The configured keys (``DVC766_API_KEYS``) and those of the key file."""
+    return {**settings.api_keys, **load_key_file(key_file_path(settings))}
 
 
 def first_run_admin_key(settings: Settings) -> dict[str, ApiKey]:

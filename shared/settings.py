@@ -23,6 +23,7 @@ class ApiKey(BaseModel):
     # The portal's "kept" error_code as this key's system compares it: 0 (the portal's; compared as a
     # number or the string "0") or "00" (older OpenCPS versions compare the string "00").
     portal_ok_code: Literal[0, "00"] = 0
+    created_at: dt.datetime | None = None
 
 
 class CalendarSettings(BaseModel):
@@ -179,8 +180,22 @@ class Settings(BaseSettings):
     # or the broker lost its log) is stopped with an error, never skipped (services/indicators/kafka.py).
     kafka_reset_confirm_seconds: float = Field(5.0, ge=0)
 
-    # Auth.
+    # Auth. Keys in clear or as "sha256:<hex>"; the key file (same shape, written by `dvc766 keys`;
+    # default: api-keys.json in data_dir) is re-read by running services when it changes.
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+    api_keys_file: Path | None = None
+    api_keys_reload_seconds: float = Field(2.0, gt=0)
+
+    # Rate limits (token buckets; 429 with Retry-After): requests per second and burst per API key and per
+    # client address, and failed authentications per client address (far fewer: a key cannot be guessed
+    # by trying). 0 turns a limit off. Behind a reverse proxy the address is the one uvicorn's
+    # --forwarded-allow-ips trusts.
+    rate_limit_key_per_second: float = Field(50.0, ge=0)
+    rate_limit_key_burst: int = Field(200, ge=1)
+    rate_limit_address_per_second: float = Field(100.0, ge=0)
+    rate_limit_address_burst: int = Field(400, ge=1)
+    rate_limit_auth_failures_per_minute: float = Field(10.0, ge=0)
+    rate_limit_auth_failure_burst: int = Field(20, ge=1)
 
     # Units tree (JSON or CSV with code, name, level, parent): a seed, loaded at start for the units not
     # known yet; units changed since through PUT /v1/units keep those changes.

@@ -145,6 +145,27 @@ parked_dossiers = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# When each API key (by key_id, a prefix of its hash) was last presented; for `dvc766 keys list`.
+api_key_uses = Table(
+    "api_key_uses",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every write made with an admin key, and every key created or revoked: who, what, when.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True),
+    Column("actor", String(128), nullable=False),
+    Column("key_id", String(16), nullable=True),
+    Column("action", String(255), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("client", String(64), nullable=True),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
