@@ -1,15 +1,15 @@
 """API keys' last use, and the audit log of admin writes (services/keys.py).
 
-Revision ID: 20261204_2320
-Revises: 20261204_2310
+Revision ID: 20261204_2330
+Revises: 20261204_2110
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "20261204_2320"
-down_revision = "20261204_2310"
+revision = "20261204_2330"
+down_revision = "20261204_2110"
 branch_labels = None
 depends_on = None
 
