@@ -1,7 +1,7 @@
 """API keys' last use, and the audit log of admin writes (services/keys.py).
 
 Revision ID: 20261204_2330
-Revises: 20261204_2110
+Revises: 20261204_2320
 Create Date: 2026-12-04
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261204_2330"
-down_revision = "20261204_2110"
+down_revision = "20261204_2320"
 branch_labels = None
 depends_on = None
 
