@@ -41,9 +41,10 @@ APPLY_LOCK = 766_001  # advisory lock key of the appliers
 SNAPSHOT_LOCK = 766_002  # advisory lock key of the scheduled snapshot
 
 
-async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: int) -> int:
+async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: int,
+                        now: dt.datetime | None = None) -> int:
     """Apply up to ``batch_size`` queued events; returns how many were applied (0: none, or another
-    worker holds the lock)."""
+    worker holds the lock). ``now``: the evaluation instant (default the clock; a replayed month's day)."""
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
@@ -62,7 +63,7 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
         arrived: dict[str, list[HistoryEvent]] = {}
         for row in rows:
             arrived.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
-        await engine.recompute(apg, [], utcnow(), arrived)
+        await engine.recompute(apg, [], now or utcnow(), arrived)
         await announce_change(apg)
     runtime.data_changed()
     APPLY_SECONDS.observe(time.perf_counter() - started)

@@ -211,9 +211,9 @@ class Notifier:
         if not any("dossiers.due_soon" in h["events"] for h in hooks):
             return 0
         local = now.astimezone(VIETNAM)
-        if local.time() < self.settings.digest_local_time:
-            return 0
         calendar = self.runtime.calendar
+        if local.time() < self.settings.digest_local_time or not calendar.is_working_day(local.date()):
+            return 0
         days = self.runtime.settings.policy.early_warning_days
         horizon = calendar.instant_after(now, days * calendar.seconds_per_day)
         today = local_date(now).isoformat()

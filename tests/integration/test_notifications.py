@@ -272,9 +272,13 @@ async def test_daily_due_soon_digest_per_unit(app_client, fast_retries):
         assert await notifier.evaluate_once() == 2  # one digest per unit
         clock.now += dt.timedelta(hours=3)
         assert await notifier.evaluate_once() == 0  # once a day
+        clock.now = vn(19, 7, ) + dt.timedelta(minutes=5)
+        assert await notifier.evaluate_once() == 2  # and again the next working day (SOON is due at 17:00)
+        clock.now = vn(23, 9)  # Saturday: no digest
+        assert await notifier.evaluate_once() == 0
         await deliver_all(notifier)
         await notifier.stop()
-    digests = {b["data"]["unit"]: b["data"] for b in map(verified, receiver.received)}
+    digests = {b["data"]["unit"]: b["data"] for b in map(verified, receiver.received[:2])}
     assert [d["dossier_code"] for d in digests["H44.07"]["dossiers"]] == ["SOON"]
     assert digests["H44.07"]["count"] == 1 and digests["H44.07"]["date"] == "2030-03-18"
     assert [d["dossier_code"] for d in digests["H44.03"]["dossiers"]] == ["SOON3"]
