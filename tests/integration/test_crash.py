@@ -163,7 +163,7 @@ async def test_sigkill_at_random_points_then_restart(kafka_rt):
         assert reached < total  # killed while the stream was still being consumed
         worker = Worker(kafka_rt, "w1").start()
     await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=worker.alive)
-    assert (await worker.wait_ready()) == {"database": "ok", "kafka": "ok"}
+    assert (await worker.wait_ready()) == {"database": "ok", "indicators": "ok", "kafka": "ok"}
     assert "kafka applier stopped" in worker.terminate()  # a graceful stop
     assert len(kills) == 3, kills
     await _assert_exactly_once(kafka_rt, events)
