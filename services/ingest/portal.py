@@ -141,7 +141,11 @@ async def _handle(request: Request, path_service: str | None) -> JSONResponse:
     if len(mapped.items) > settings.max_batch_events:
         return portal_reply(413, ErrorCode.TOO_LARGE, reason="too_many_events",
                             detail=f"at most {settings.max_batch_events} records per call, got {len(mapped.items)}")
-    if allowed is not None and mapped.madonvi in runtime.units and not runtime.units.is_within(mapped.madonvi, allowed):
+    tree = runtime.units
+    if (allowed is not None and mapped.madonvi in tree and not tree.is_within(mapped.madonvi, allowed)
+            and not any(tree.is_within(e["unit_code"], allowed) for r in mapped.items for e in r.events)):
+        # The call names another unit and none of its records is this key's (a record whose MaHoSo names
+        # one of the key's units may come under a parent's madonvi).
         return portal_reply(403, ErrorCode.AUTH, reason=Reason.UNIT_NOT_ALLOWED,
                             detail=f"this key may not sync for unit {mapped.madonvi!r}")
     return await _accept(request, runtime, who, allowed, envelope, mapped)

@@ -151,6 +151,10 @@ async def test_unreadable_payloads_and_auth_answered_in_the_portal_shape(app_cli
     response = await app_client.post("/v1/dvcqg", json={**call, "data": [other]}, headers=auth(SOURCE_KEY))
     assert (response.status_code, response.json()["error_code"]) == (422, 2)
     assert response.json()["results"][0]["reason"] == "unit_not_allowed"
+    # A record whose MaHoSo names the key's unit may come under the province's madonvi.
+    own = {**call["data"][0], "MaHoSo": "H44.03-260803-0007"}
+    response = await app_client.post("/v1/dvcqg", json={**call, "madonvi": "H44", "data": [own]}, headers=auth(SOURCE_KEY))
+    assert response.json()["error_code"] == 0, response.text
     # DonViXuLy naming a unit outside the key's subtree is not the dossier's unit: madonvi is.
     outside = {**call["data"][0], "MaHoSo": "A-OUTSIDE", "DonViXuLy": "H44.07"}
     response = await app_client.post("/v1/dvcqg", json={**call, "data": [outside]}, headers=auth(SOURCE_KEY))
