@@ -91,6 +91,17 @@ LAST_SNAPSHOT = Gauge("dvc766_last_scheduled_snapshot_timestamp_seconds",
                       "When a scheduled snapshot was last taken (Unix time)", multiprocess_mode="max")
 SNAPSHOT_FAILURES = Counter("dvc766_scheduled_snapshot_failures_total", "Scheduled snapshot attempts that failed")
 
+# The notifier (services/notify): targets evaluated, notifications queued, webhook deliveries.
+NOTIFICATIONS_QUEUED = Counter("dvc766_notifications_queued_total", "Webhook deliveries queued, by event", ["event"])
+WEBHOOK_ATTEMPTS = Counter("dvc766_webhook_attempts_total",
+                           "Webhook delivery attempts, by outcome (delivered, retry, failed: given up)", ["outcome"])
+LAST_NOTIFY_EVALUATION = Gauge("dvc766_last_notify_evaluation_timestamp_seconds",
+                               "When the notifier last evaluated targets, rejects and digests (Unix time)",
+                               multiprocess_mode="max")
+NOTIFY_EVALUATION_SECONDS = Histogram("dvc766_notify_evaluation_seconds", "One notifier evaluation pass",
+                                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+NOTIFY_FAILURES = Counter("dvc766_notify_failures_total", "Notifier evaluation or delivery passes that failed")
+
 # The appliers running in this process (services/indicators): the two gauges above are read from them
 # when scraped, so they keep moving while an applier is blocked (a stuck batch cannot freeze them).
 _appliers: list = []

@@ -163,7 +163,10 @@ async def load_context(
     policy: PolicySettings,
     calendar: WorkingCalendar,
     per_unit: dict[str, dict[str, int]] | None = None,
+    catalogue: bool = True,
 ) -> ScoreContext:
+    """``catalogue=False``: the catalogue's components (1.1–1.3, 3.1, 3.2, 3.4, 3.5, 4.6) are left without
+    data, for a reader that needs none of them (the notifier's targets on dossier components)."""
     from services.api.queries import unit_counts
 
     units = list(tree.subtree(root))
@@ -171,7 +174,7 @@ async def load_context(
         per_unit = await unit_counts(apg, units, period.key)
     ctx = ScoreContext(tree=tree, period=period, now=now, policy=policy, calendar=calendar, per_unit=per_unit)
     ctx.e_copy_known = any(u.e_certified_copy is not None for u in tree.units.values())
-    ctx.catalogue = await catalogue_as_of(apg, units, period.end)
+    ctx.catalogue = await catalogue_as_of(apg, units, period.end) if catalogue else {}
     if ctx.catalogue:
         rows = await apg.fetch(
             """SELECT unit_code, procedure_code, metric, sum(value)::bigint AS value FROM counters

@@ -18,6 +18,7 @@ from services.indicators.rules.scoring import score_inputs
 from services.indicators.rules.targets import (
     TargetDef,
     metric_value,
+    needs_catalogue,
     period_closed,
     project_counts,
     status_of,
@@ -90,7 +91,10 @@ async def evaluate(runtime: Runtime, apg: asyncpg.Connection, wanted: list[tuple
     for (root, key), targets in sorted(by_scope.items()):
         period = parse_period(key)
         closed = period_closed(period, now)
-        context = await load_context(apg, tree, root, period, now=now, policy=policy, calendar=runtime.calendar)
+        # The catalogue's components cost most of a card: read only when a target needs them.
+        catalogue = any(needs_catalogue(t, policy.online_ratio_denominator) for t in targets)
+        context = await load_context(apg, tree, root, period, now=now, policy=policy, calendar=runtime.calendar,
+                                     catalogue=catalogue)
         subtree = tree.subtree(root)
         turning = {} if closed else await _turning(apg, list(subtree), period)
         cards: dict[str, tuple] = {}
@@ -120,11 +124,17 @@ async def evaluate(runtime: Runtime, apg: asyncpg.Connection, wanted: list[tuple
     return results
 
 
+# A closed period stays watched this long after its end: its close is announced (missed), and late events
+# that move it soon after are too; later corrections still show in the API and the scores.
+CLOSED_PERIOD_WATCH = dt.timedelta(days=10)
+
+
 def watched_periods(target: TargetDef, now: dt.datetime) -> list[Period]:
-    """The periods the notifier watches for a target: the current one and the one just closed."""
+    """The periods the notifier watches for a target: the current one, and the one before it for
+    :data:`CLOSED_PERIOD_WATCH` after it closed."""
     current = parse_period(current_period(now, target.period))
     previous = parse_period(current_period(current.start - dt.timedelta(seconds=1), target.period))
-    return [previous, current]
+    return [previous, current] if now < previous.end + CLOSED_PERIOD_WATCH else [current]
 
 
 def local_date(now: dt.datetime) -> dt.date:

@@ -30,6 +30,13 @@ from services.indicators.rules.targets import announcement
 from services.notify import rules
 from services.notify.evaluate import TargetResult, evaluate, load_targets, local_date, watched_periods
 from shared.db.raw import driver_connection
+from shared.metrics import (
+    LAST_NOTIFY_EVALUATION,
+    NOTIFICATIONS_QUEUED,
+    NOTIFY_EVALUATION_SECONDS,
+    NOTIFY_FAILURES,
+    WEBHOOK_ATTEMPTS,
+)
 from shared.runtime import Runtime
 from shared.settings import NotifySettings
 from shared.timeutil import VIETNAM, current_period, utcnow
@@ -68,10 +75,14 @@ class Notifier:
 
     async def _evaluate_loop(self) -> None:
         while not self._stopping.is_set():
+            started = time.perf_counter()
             try:
                 if await self.evaluate_once():
                     self._queued.set()
+                LAST_NOTIFY_EVALUATION.set(time.time())
+                NOTIFY_EVALUATION_SECONDS.observe(time.perf_counter() - started)
             except Exception:
+                NOTIFY_FAILURES.inc()
                 log.exception("notification evaluation failed; will retry")
             await self._sleep(self.settings.evaluate_interval_seconds)
 
@@ -81,6 +92,7 @@ class Notifier:
                 while await self.deliver_due() and not self._stopping.is_set():
                     pass
             except Exception:
+                NOTIFY_FAILURES.inc()
                 log.exception("webhook delivery pass failed; will retry")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._queued.wait(), self.settings.deliver_poll_seconds)
@@ -136,6 +148,7 @@ class Notifier:
                                  "data": data}).decode()
             rows.append((delivery, hook["id"], event, body, now))
         if rows:
+            NOTIFICATIONS_QUEUED.labels(event).inc(len(rows))
             await apg.executemany(
                 """INSERT INTO webhook_deliveries (id, webhook_id, event, body, created_at, state, next_attempt_at)
                    VALUES ($1, $2, $3, $4, $5, 'pending', $5)""",
@@ -318,6 +331,7 @@ class Notifier:
         outcome = orjson.dumps([{"at": at.astimezone(VIETNAM).isoformat(timespec="seconds"), "status": status,
                                  "error": error, "ms": millis}]).decode()
         if rules.delivered(status):
+            WEBHOOK_ATTEMPTS.labels("delivered").inc()
             await apg.execute(
                 """UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, last_status = $3,
                        last_error = NULL, delivered_at = $4, next_attempt_at = NULL, outcomes = outcomes || $5::jsonb
@@ -327,6 +341,7 @@ class Notifier:
         delay = rules.retry_delay(attempts, base=s.retry_base_seconds, cap=s.retry_max_seconds)
         age = (at - row["created_at"]).total_seconds()
         gave_up = error == "webhook_removed" or rules.gives_up(age, delay, retry_for=s.retry_for_seconds)
+        WEBHOOK_ATTEMPTS.labels("failed" if gave_up else "retry").inc()
         await apg.execute(
             """UPDATE webhook_deliveries SET state = $2, attempts = $3, last_status = $4, last_error = $5,
                    next_attempt_at = $6, outcomes = outcomes || $7::jsonb

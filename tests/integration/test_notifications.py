@@ -379,3 +379,18 @@ async def test_a_step_still_open_past_its_deadline_counts_with_no_event(app_clie
         await notifier.stop()
     [body] = [verified(r) for r in receiver.received]
     assert (body["event"], body["data"]["id"], body["data"]["value"]) == ("target.at_risk", "no-overdue-steps", 100.0)
+
+
+async def test_a_target_reads_the_same_numbers_as_the_score(app_client):
+    await post(app_client, on_time("A", "H44.07") + late("B", "H44.07") + still_open("C", "H44.07", vn(20)))
+    await put(app_client, "/v1/targets", [{"id": "total-80", "unit": "H44.07", "metric": "total", "min": 80},
+                                          {"id": "tdgq", "unit": "H44.07", "metric": "TDGQ", "min": 20},
+                                          {"id": "c21", "unit": "H44.07", "metric": "2.1", "min": 98}])
+    score = (await app_client.get("/v1/scores/H44.07", params={"period": "2030-03"}, headers=auth(READER_KEY))).json()
+    shown = (await app_client.get("/v1/units/H44.07/targets", params={"period": "2030-03"},
+                                  headers=auth(READER_KEY))).json()["targets"]
+    values = {t["id"]: t["value"] for t in shown}
+    assert values["total-80"] == score["total"]["score"]
+    assert values["tdgq"] == next(g["score"] for g in score["groups"] if g["code"] == "TDGQ")
+    c21 = next(c for g in score["groups"] for c in g["components"] if c["id"] == "2.1")
+    assert values["c21"] == c21["ratio"] == round(100 * 2 / 3, 2)  # the open one still in time (real clock: 2026)

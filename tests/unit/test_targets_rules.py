@@ -183,3 +183,29 @@ def test_a_component_with_nothing_to_measure_has_no_value():
     empty = card_of({})
     assert metric_value("2.1", empty, {}) is None  # scored full by convention, but no dossier was received
     assert status_of(MIN_98, metric_value("2.1", empty, {}), None, closed=False) == "no_data"
+
+
+@pytest.mark.parametrize(("kind", "now", "expected"), [
+    ("month", dt.datetime(2026, 9, 1, 0, 1, tzinfo=VIETNAM), ["2026-08", "2026-09"]),  # August just closed
+    ("month", dt.datetime(2026, 9, 10, 23, tzinfo=VIETNAM), ["2026-08", "2026-09"]),
+    ("month", dt.datetime(2026, 9, 11, 0, 1, tzinfo=VIETNAM), ["2026-09"]),  # watched 10 days after its close
+    ("quarter", dt.datetime(2026, 10, 2, tzinfo=VIETNAM), ["2026-Q3", "2026-Q4"]),
+    ("year", dt.datetime(2026, 8, 15, tzinfo=VIETNAM), ["2026"]),
+    ("year", dt.datetime(2027, 1, 3, tzinfo=VIETNAM), ["2026", "2027"]),
+])
+def test_watched_periods(kind, now, expected):
+    from services.notify.evaluate import watched_periods
+
+    target = TargetDef(id="t", unit="U", metric="2.1", min=98, period=kind)
+    assert [p.key for p in watched_periods(target, now)] == expected
+
+
+@pytest.mark.parametrize(("metric", "policy", "needed"), [
+    ("2.1", "all_received", False), ("late_without_apology", "all_received", False), ("5.3", "all_received", False),
+    ("3.3", "all_received", False), ("3.3", "online_procedures", True), ("1.1", "all_received", True),
+    ("total", "all_received", True), ("TDGQ", "all_received", True),
+])
+def test_which_targets_read_the_catalogue(metric, policy, needed):
+    from services.indicators.rules.targets import needs_catalogue
+
+    assert needs_catalogue(TargetDef(id="t", unit="U", metric=metric, min=1), policy) is needed

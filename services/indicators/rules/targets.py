@@ -62,6 +62,19 @@ def metric_kind(metric: str) -> str | None:
     return None
 
 
+# Components read from the procedure catalogue (and 3.3 under the online_procedures policy).
+CATALOGUE_COMPONENTS = frozenset({"1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6"})
+
+
+def needs_catalogue(target: TargetDef, online_ratio_denominator: str) -> bool:
+    """Whether a target's metric reads the catalogue (a total or group score reads every component)."""
+    kind = metric_kind(target.metric)
+    if kind in ("total", "group"):
+        return True
+    return target.metric in CATALOGUE_COMPONENTS or (
+        target.metric == "3.3" and online_ratio_denominator == "online_procedures")
+
+
 def units_bound(target: TargetDef, subtree: tuple[str, ...], levels: Mapping[str, str]) -> list[str]:
     """The units a target binds: its unit, or each unit of its subtree (at ``level`` if given)."""
     if target.applies_to == "unit":
