@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="province scale when no --database (1.0)")
     parser.add_argument("--requests", type=int, default=20, help="per page and cache setting")
     parser.add_argument("--period", default="2026-08")
+    parser.add_argument("--keep", action="store_true", help="keep the filled database (its URL is printed)")
     args = parser.parse_args()
 
     rows = []
@@ -85,10 +86,14 @@ def main() -> None:
         if url is None:
             from replay import load_events, run_replay
 
-            url = stack.enter_context(fresh_database("dvc766_bench_pages"))
+            url = stack.enter_context(fresh_database("dvc766_bench_pages", keep=args.keep))
             load_events(url, args.scale)
             run_replay(url, 900)
-        history = asyncio.run(record_history(url, args.period))
+            history = asyncio.run(record_history(url, args.period))
+            if args.keep:
+                print(f"kept {url}")
+        else:
+            history = asyncio.run(record_history(url, args.period))
         for cache in ("0", "1"):
             service = Service("api", url, env={"DVC766_SCORE_CACHE_SECONDS": cache}).start()
             try:

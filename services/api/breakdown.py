@@ -5,12 +5,14 @@ ratio) and supplement requests. Ratios come from the same rule functions as the 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from services.api.score_context import catalogue_as_of
+from services.indicators.rules.catalogue import CatalogueEntry
 from services.indicators.rules import counters as c
 from services.indicators.rules.scoring import COMPONENTS_BY_ID, dossier_measures, score_component
 from shared.auth import Principal, reader
@@ -86,45 +88,61 @@ async def procedure_counts(apg: asyncpg.Connection, units: list[str], period: Pe
     return dict(out)
 
 
-async def breakdown(runtime: Runtime, unit_code: str, period: Period, by: str) -> list[BreakdownRow]:
-    """Rows by procedure (most received first) or by field, over the unit's subtree."""
+@dataclass
+class Tables:
+    """A subtree's per-procedure counters for a period and the catalogue's names; rows are built on demand
+    (a province has thousands of procedures, a page shows a few)."""
+
+    per_procedure: dict[str, dict[str, int]]
+    entries: dict[str, CatalogueEntry]  # one catalogue entry per procedure code
+    seconds_per_day: int
+
+    def procedures(self, limit: int | None = None, *, most: str = c.RECEIVED) -> list[BreakdownRow]:
+        """The procedures with the most ``most`` (received, or overdue) first."""
+        codes = sorted(self.per_procedure, key=lambda code: (-self.per_procedure[code].get(most, 0), code))
+        rows = []
+        for code in codes[:limit]:
+            entry = self.entries.get(code)
+            rows.append(row_of(code, self.per_procedure[code], self.seconds_per_day,
+                               name=entry.name if entry else None, field_code=entry.field_code if entry else None,
+                               field_name=entry.field_name if entry else None))
+        return rows
+
+    def fields(self) -> list[BreakdownRow]:
+        fields: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        names: dict[str, str | None] = {}
+        members: dict[str, int] = defaultdict(int)
+        for code, counts in self.per_procedure.items():
+            entry = self.entries.get(code)
+            field = (entry.field_code if entry else None) or NO_FIELD
+            names.setdefault(field, entry.field_name if entry else None)
+            members[field] += 1
+            for metric, value in counts.items():
+                fields[field][metric] += value
+        rows = [row_of(code, dict(counts), self.seconds_per_day, name=names.get(code), procedures=members[code])
+                for code, counts in fields.items()]
+        return sorted(rows, key=lambda r: (-r.received, r.code))
+
+
+async def load_tables(runtime: Runtime, unit_code: str, period: Period) -> Tables:
     units = list(runtime.units.subtree(unit_code))
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         per_procedure = await procedure_counts(apg, units, period)
         catalogue = await catalogue_as_of(apg, units, period.end)
-    entries = {}
+    entries: dict[str, CatalogueEntry] = {}
     for (_, procedure), entry in sorted(catalogue.items()):
-        entries.setdefault(procedure, entry)  # one name per procedure code over the subtree
-    spd = runtime.calendar.seconds_per_day
-    if by == "procedure":
-        rows = []
-        for code, counts in per_procedure.items():
-            entry = entries.get(code)
-            rows.append(row_of(code, counts, spd, name=entry.name if entry else None,
-                               field_code=entry.field_code if entry else None,
-                               field_name=entry.field_name if entry else None))
-        return sorted(rows, key=lambda r: (-r.received, r.code))
-    fields: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    names: dict[str, str | None] = {}
-    members: dict[str, int] = defaultdict(int)
-    for code, counts in per_procedure.items():
-        entry = entries.get(code)
-        field = (entry.field_code if entry else None) or NO_FIELD
-        names.setdefault(field, entry.field_name if entry else None)
-        members[field] += 1
-        for metric, value in counts.items():
-            fields[field][metric] += value
-    rows = [row_of(code, dict(counts), spd, name=names.get(code), procedures=members[code])
-            for code, counts in fields.items()]
-    return sorted(rows, key=lambda r: (-r.received, r.code))
+        entries.setdefault(procedure, entry)
+    return Tables(per_procedure, entries, runtime.calendar.seconds_per_day)
 
 
 async def _answer(request: Request, unit_code: str, period: str | None, by: str) -> Breakdown:
     runtime: Runtime = request.app.state.runtime
     unit = known_unit(runtime, unit_code)
     chosen = chosen_period(period)
-    return Breakdown(unit=unit.code, period=chosen.key, by=by, items=await breakdown(runtime, unit.code, chosen, by))
+    tables = await load_tables(runtime, unit.code, chosen)
+    return Breakdown(unit=unit.code, period=chosen.key, by=by,
+                     items=tables.procedures() if by == "procedure" else tables.fields())
 
 
 @router.get("/v1/scores/{unit_code}/procedures", response_model=Breakdown,

@@ -142,6 +142,8 @@ async def test_pages_without_a_key_lead_to_the_sign_in_form_never_the_numbers(mo
             assert f'value="{path}?period={PERIOD}"' in form.text
     page = await month.get("/ui/units/H44", params={"period": PERIOD}, headers=auth(READER_KEY))
     assert page.status_code == 200 and shown in page.text
+    home = await month.get("/ui/", params={"period": PERIOD}, headers=auth(READER_KEY))
+    assert home.status_code == 307 and home.headers["location"] == f"/ui/units/H44?period={PERIOD}"  # the top unit
 
 
 async def test_sign_in_gives_an_expiring_strict_http_only_cookie(month):

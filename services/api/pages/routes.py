@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from services.api import drilldown, exports
 from services.api import http as api_http
-from services.api.breakdown import breakdown
+from services.api.breakdown import load_tables
 from services.api.history import change_since_yesterday, daily_rows, history
 from services.api.pages import present
 from services.api.pages.session import end_session, page_reader, reader_of_key, start_session
@@ -39,6 +39,7 @@ router = APIRouter(include_in_schema=False)
 # Where a component's points go: the API's dossier flags where one matches, else its items.
 COMPONENT_FLAG = {"2.1": "overdue", "3.3": "not_online"}
 PAGE_ROWS = 100
+PROCEDURE_ROWS = 30  # the unit page's per-procedure table: the procedures with most dossiers
 
 
 class NotSignedIn(Exception):
@@ -165,13 +166,12 @@ async def unit_page(request: Request, unit_code: str, period: str | None = None)
         runtime: Runtime = request.app.state.runtime
         unit = api_http._unit(runtime, unit_code)
         chosen = api_http._period(period)
-        document, children, days, warning, procedures, fields, targets = await asyncio.gather(
+        document, children, days, warning, tables, targets = await asyncio.gather(
             api_http.score_document(request, unit.code, chosen),
             api_http.league_table(request, unit.code, chosen),
             history(request, unit.code, chosen),
             drilldown.early_warning(request, unit.code, days=None, period=chosen.key, limit=20, _=who),
-            breakdown(runtime, unit.code, chosen, "procedure"),
-            breakdown(runtime, unit.code, chosen, "field"),
+            load_tables(runtime, unit.code, chosen),
             targets_api.unit_targets(request, unit.code, period=chosen.key, _=who),
         )
         if children:
@@ -179,8 +179,9 @@ async def unit_page(request: Request, unit_code: str, period: str | None = None)
             children = [{**row, "change": change_since_yesterday(child_days[row["unit"]["code"]], row["total"],
                                                                   chosen)} for row in children]
         return _render(request, "unit.html", unit=unit, period=chosen, doc=document, children=children,
-                       days=days, chart=present.trend(days), warning=warning, procedures=procedures[:30],
-                       procedure_count=len(procedures), fields=fields, targets=targets.targets,
+                       days=days, chart=present.trend(days), warning=warning,
+                       procedures=tables.procedures(PROCEDURE_ROWS), procedure_count=len(tables.per_procedure),
+                       fields=tables.fields(), targets=targets.targets,
                        ancestors=_ancestors(runtime, unit.code),
                        component_flag=COMPONENT_FLAG)
 
@@ -230,13 +231,13 @@ async def report_page(request: Request, unit_code: str, period: str | None = Non
         runtime: Runtime = request.app.state.runtime
         unit = api_http._unit(runtime, unit_code)
         chosen = api_http._period(period)
-        document, children, days, procedures = await asyncio.gather(
+        document, children, days, tables = await asyncio.gather(
             api_http.score_document(request, unit.code, chosen),
             api_http.league_table(request, unit.code, chosen),
             history(request, unit.code, chosen),
-            breakdown(runtime, unit.code, chosen, "procedure"),
+            load_tables(runtime, unit.code, chosen),
         )
-        late = sorted((p for p in procedures if p.overdue), key=lambda p: (-p.overdue, p.code))[:5]
+        late = [p for p in tables.procedures(5, most="overdue") if p.overdue]
         return _render(request, "report.html", unit=unit, period=chosen, doc=document,
                        best=children[:5], worst=children[-5:][::-1] if len(children) > 5 else [],
                        children_count=len(children), chart=present.trend(days, width=520, height=150),
