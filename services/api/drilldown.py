@@ -189,18 +189,20 @@ async def early_warning(
     days = runtime.settings.policy.early_warning_days if days is None else days
     horizon = runtime.calendar.instant_after(now, days * runtime.calendar.seconds_per_day)
     subtree = list(runtime.units.subtree(unit.code))
+    # A deadline still ahead has not passed (deadline_passed is set when the clock crosses it): saying so
+    # lets both queries read the pending-deadline index instead of every dossier of the subtree.
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         rows = await apg.fetch(
             """SELECT dossier_code, unit_code, procedure_code, status, received_at, due_at, deadline
                FROM dossiers WHERE unit_code = ANY($1::text[]) AND ended_at IS NULL AND overdue_fixed IS NULL
-                 AND deadline IS NOT NULL AND deadline >= $2 AND deadline < $3
+                 AND deadline IS NOT NULL AND NOT deadline_passed AND deadline >= $2 AND deadline < $3
                ORDER BY deadline, dossier_code LIMIT $4""",
             subtree, now, horizon, limit,
         )
         turning = await apg.fetchval(
             """SELECT count(*) FROM dossiers WHERE unit_code = ANY($1::text[]) AND received_month = ANY($2::text[])
-                 AND ended_at IS NULL AND overdue_fixed IS NULL AND deadline IS NOT NULL
+                 AND ended_at IS NULL AND overdue_fixed IS NULL AND deadline IS NOT NULL AND NOT deadline_passed
                  AND deadline >= $3 AND deadline < $4""",
             subtree, chosen.months(), now, chosen.end,
         )

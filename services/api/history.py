@@ -65,25 +65,21 @@ async def record_daily_scores(runtime: Runtime, now: dt.datetime | None = None) 
     return written
 
 
-async def daily_rows(runtime: Runtime, units: list[str], period: Period) -> dict[str, list[DayScore]]:
+async def recorded_days(runtime: Runtime, unit_code: str, period: Period) -> list[DayScore]:
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         rows = await apg.fetch(
-            """SELECT unit_code, day, total, rating, groups FROM daily_scores
-               WHERE unit_code = ANY($1::text[]) AND period = $2 ORDER BY unit_code, day""",
-            units, period.key,
+            """SELECT day, total, rating, groups FROM daily_scores WHERE unit_code = $1 AND period = $2
+               ORDER BY day""",
+            unit_code, period.key,
         )
-    out: dict[str, list[DayScore]] = {code: [] for code in units}
-    for r in rows:
-        out[r["unit_code"]].append(DayScore(date=r["day"], total=float(r["total"]), rating=r["rating"],
-                                            groups=r["groups"]))
-    return out
+    return [DayScore(date=r["day"], total=float(r["total"]), rating=r["rating"], groups=r["groups"]) for r in rows]
 
 
 async def history(request: Request, unit_code: str, period: Period) -> list[DayScore]:
     """The recorded days of the period, and, while the period runs, today's point as the score now."""
     runtime: Runtime = request.app.state.runtime
-    days = (await daily_rows(runtime, [unit_code], period))[unit_code]
+    days = await recorded_days(runtime, unit_code, period)
     now = utcnow()
     if period.start <= now < period.end:
         today = now.astimezone(VIETNAM).date()
@@ -94,13 +90,18 @@ async def history(request: Request, unit_code: str, period: Period) -> list[DayS
     return days
 
 
-def change_since_yesterday(days: list[DayScore], total: float, period: Period) -> float | None:
-    """The total now minus the last end-of-day score before the period's latest day so far."""
+async def totals_before_latest_day(runtime: Runtime, units: list[str], period: Period) -> dict[str, float]:
+    """Each unit's last end-of-day total before the period's latest day so far (today while it runs):
+    what "change since yesterday" compares the total now with."""
     latest = min(utcnow(), period.end - dt.timedelta(microseconds=1)).astimezone(VIETNAM).date()
-    before = [d for d in days if d.date < latest and not d.live]
-    if not before:
-        return None
-    return round(total - before[-1].total, 2)
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        rows = await apg.fetch(
+            """SELECT DISTINCT ON (unit_code) unit_code, total FROM daily_scores
+               WHERE unit_code = ANY($1::text[]) AND period = $2 AND day < $3 ORDER BY unit_code, day DESC""",
+            units, period.key, latest,
+        )
+    return {r["unit_code"]: float(r["total"]) for r in rows}
 
 
 @router.get("/v1/scores/{unit_code}/history", response_model=list[DayScore],

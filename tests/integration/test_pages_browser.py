@@ -118,11 +118,15 @@ async def no_sideways_scroll(page) -> None:
     assert overflow <= 0, f"{page.url}: {overflow}px of horizontal scrolling"
 
 
-async def shot(page, name: str, viewport) -> None:
+async def shot(page, name: str, viewport, *, start: str | None = None) -> None:
+    """The page from its top (or from the element ``start``), at most 2,600 px of it."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     kind = "phone" if viewport is PHONE else "desktop"
     height = await page.evaluate("document.documentElement.scrollHeight")
-    clip = {"x": 0, "y": 0, "width": viewport["width"], "height": min(height, 2600)}
+    top = 0
+    if start:
+        top = int(await page.locator(start).evaluate("e => e.getBoundingClientRect().top + window.scrollY"))
+    clip = {"x": 0, "y": top, "width": viewport["width"], "height": min(height - top, 2600)}
     await page.screenshot(path=SHOTS / f"{name}-{kind}.png", full_page=True, clip=clip)
 
 
@@ -173,6 +177,7 @@ async def test_unit_page_shows_the_api_numbers(site, browser, viewport):
     assert len(warning["items"]) >= 2
     await no_sideways_scroll(page)
     await shot(page, "unit", viewport)
+    await shot(page, "unit-trend-targets", viewport, start="section:has(#dien-bien)")
     if viewport is DESKTOP:  # keyboard: the first Tab lands on the skip link, Enter moves to the content
         await page.keyboard.press("Tab")
         assert "Bỏ qua" in await page.evaluate("document.activeElement.textContent")

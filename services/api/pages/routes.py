@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from services.api import drilldown, exports
 from services.api import http as api_http
 from services.api.breakdown import load_tables
-from services.api.history import change_since_yesterday, daily_rows, history
+from services.api.history import history, totals_before_latest_day
 from services.api.pages import present
 from services.api.pages.session import end_session, page_reader, reader_of_key, start_session
 from services.indicators.rules.scoring import COMPONENTS_BY_ID
@@ -51,6 +51,10 @@ def _reader(request: Request) -> Principal:
     if who is None:
         raise NotSignedIn()
     return who
+
+
+def _change(total: float, before: float | None) -> float | None:
+    return None if before is None else round(total - before, 2)
 
 
 def _ancestors(runtime: Runtime, code: str) -> list:
@@ -175,13 +179,13 @@ async def unit_page(request: Request, unit_code: str, period: str | None = None)
             targets_api.unit_targets(request, unit.code, period=chosen.key, _=who),
         )
         if children:
-            child_days = await daily_rows(runtime, [row["unit"]["code"] for row in children], chosen)
-            children = [{**row, "change": change_since_yesterday(child_days[row["unit"]["code"]], row["total"],
-                                                                  chosen)} for row in children]
+            before = await totals_before_latest_day(runtime, [row["unit"]["code"] for row in children], chosen)
+            children = [{**row, "change": _change(row["total"], before.get(row["unit"]["code"]))} for row in children]
         return _render(request, "unit.html", unit=unit, period=chosen, doc=document, children=children,
                        days=days, chart=present.trend(days), warning=warning,
                        procedures=tables.procedures(PROCEDURE_ROWS), procedure_count=len(tables.per_procedure),
                        fields=tables.fields(), targets=targets.targets,
+                       names={code: u.name for code, u in runtime.units.units.items()},
                        ancestors=_ancestors(runtime, unit.code),
                        component_flag=COMPONENT_FLAG)
 
