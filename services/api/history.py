@@ -24,7 +24,7 @@ from shared.timeutil import VIETNAM, Period, periods_of, utcnow
 
 log = logging.getLogger("dvc766.api.history")
 router = APIRouter(tags=["scores"])
-HISTORY_LOCK = 766_003  # advisory lock key: one process records a day's scores at a time
+HISTORY_LOCK = 766_004  # advisory lock key: one process writes a day's scores at a time
 
 
 class DayScore(BaseModel):
@@ -37,17 +37,20 @@ class DayScore(BaseModel):
 
 async def record_daily_scores(runtime: Runtime, now: dt.datetime | None = None) -> int:
     """Write today's row of every unit for the month, quarter and year holding ``now``; returns the rows
-    that changed (0 when another process holds the lock)."""
+    that changed (0 when another process is writing them). The scores are computed first, outside the
+    short transaction that writes them."""
     now = now or utcnow()
     day = now.astimezone(VIETNAM).date()
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        cards = {period: await unit_cards(runtime, apg, period, now) for period in periods_of(now)}
     written = 0
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", HISTORY_LOCK):
             return 0
-        for period in periods_of(now):
-            cards = await unit_cards(runtime, apg, period, now)
-            codes = list(cards)
+        for period, by_unit in cards.items():
+            codes = list(by_unit)
             status = await apg.execute(
                 """INSERT INTO daily_scores (unit_code, period, day, total, rating, groups, recorded_at)
                    SELECT u, $2, $3, t, r, g, $4 FROM unnest($1::text[], $5::numeric[], $6::text[], $7::jsonb[])
@@ -57,9 +60,9 @@ async def record_daily_scores(runtime: Runtime, now: dt.datetime | None = None) 
                    WHERE (daily_scores.total, daily_scores.rating, daily_scores.groups)
                          IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.rating, EXCLUDED.groups)""",
                 codes, period, day, now,
-                [cards[code]["total"]["score"] for code in codes],
-                [cards[code]["rating"] for code in codes],
-                [jsonb({g["code"]: g["score"] for g in cards[code]["groups"]}) for code in codes],
+                [by_unit[code]["total"]["score"] for code in codes],
+                [by_unit[code]["rating"] for code in codes],
+                [jsonb({g["code"]: g["score"] for g in by_unit[code]["groups"]}) for code in codes],
             )
             written += int(status.rsplit(" ", 1)[-1])
     return written

@@ -75,10 +75,18 @@ async def browser():
         await chromium.close()
 
 
-class Watch:
-    """Every request leaving 127.0.0.1 is aborted and remembered; console errors are remembered."""
+# The strictest policy the pages must live under (issue 19 sets the real one): no inline script or style,
+# nothing from elsewhere. A violation is a console error, which fails the test.
+STRICT_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; script-src 'self'; "
+              "form-action 'self'; base-uri 'none'")
 
-    def __init__(self) -> None:
+
+class Watch:
+    """Every request leaving 127.0.0.1 is aborted and remembered; every answer from dvc766 is given the
+    strict policy above; console errors are remembered."""
+
+    def __init__(self, *, strict: bool = True) -> None:
+        self.strict = strict
         self.outside: list[str] = []
         self.errors: list[str] = []
 
@@ -87,8 +95,13 @@ class Watch:
             if urlsplit(r.request.url).hostname != "127.0.0.1":
                 self.outside.append(r.request.url)
                 await r.abort()
-            else:
+                return
+            if not self.strict:
                 await r.continue_()
+                return
+            response = await r.fetch(max_redirects=0)
+            await r.fulfill(response=response,
+                            headers={**response.headers, "content-security-policy": STRICT_CSP})
 
         await context.route("**/*", route)
 
@@ -101,8 +114,9 @@ class Watch:
         assert self.errors == [], f"console errors: {self.errors}"
 
 
-async def open_page(browser, base, path, *, viewport=DESKTOP, key: str | None = READER_KEY, status=200):
-    watch = Watch()
+async def open_page(browser, base, path, *, viewport=DESKTOP, key: str | None = READER_KEY, status=200,
+                    strict=True):
+    watch = Watch(strict=strict)
     context = await browser.new_context(viewport=viewport, is_mobile=viewport is PHONE, has_touch=viewport is PHONE,
                                         extra_http_headers=auth(key) if key else None, locale="vi-VN")
     await watch.attach(context)
@@ -272,4 +286,22 @@ async def test_without_a_key_a_page_is_refused_and_the_form_signs_in_by_keyboard
     session = next(c for c in cookies if c["name"] == "dvc766_session")
     assert session["httpOnly"] and session["sameSite"] == "Strict" and session["expires"] > 0
     watch.check()
+    await context.close()
+
+
+async def test_the_guards_see_a_request_leaving_loopback_and_an_inline_style(site, browser):
+    """The checks above can fail: a request to another host is caught, and so is what the strict policy
+    refuses."""
+    base, _ = site
+    context, page, watch = await open_page(browser, base, f"/ui/public/H44?period={PERIOD}", key=None, strict=False)
+    await page.evaluate("() => new Promise(done => { const i = new Image(); i.onload = i.onerror = done; "
+                        "i.src = 'http://192.0.2.1/pixel.png'; })")
+    assert watch.outside == ["http://192.0.2.1/pixel.png"]
+    await context.close()
+    context, page, watch = await open_page(browser, base, f"/ui/public/H44?period={PERIOD}", key=None)
+    async with page.expect_console_message(lambda m: m.type == "error"):
+        await page.evaluate("() => new Promise(done => { document.addEventListener('securitypolicyviolation', "
+                            "done, {once: true}); const s = document.createElement('style'); "
+                            "s.textContent = 'body{}'; document.head.append(s); })")
+    assert any("Content Security Policy" in e or "Refused" in e for e in watch.errors), watch.errors
     await context.close()
