@@ -28,6 +28,7 @@ from services.ingest import http as ingest_http
 from services.ingest import portal as ingest_portal
 from services.keys import AdminAudit, KeyMaintenance
 from services.limits import install_rate_limits
+from services.openapi import document_answers
 from shared.auth import KeyRing, configured_keys, first_run_admin_key
 from shared.calendar import WorkingCalendar
 from shared.db.engine import create_engine, migrate, resolve_database_url, stop_embedded_postgres
@@ -135,6 +136,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    document_answers(app)
     ops.install_http_metrics(app, access_log_enabled=settings.access_log)
     app.add_middleware(AdminAudit)
     install_rate_limits(app, settings)  # added last: the outermost, before any other work

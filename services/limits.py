@@ -68,8 +68,8 @@ class RateLimits:
     @staticmethod
     async def _refuse(scope, receive, send, wait: float, detail: str) -> None:
         seconds = max(1, math.ceil(wait))
-        response = problem_response(429, "rate_limited", detail, retry_after=seconds)
-        response.headers["Retry-After"] = str(seconds)
+        response = problem_response(429, "rate_limited", detail, retry_after=seconds,
+                                    headers={"Retry-After": str(seconds)})
         await response(scope, receive, send)
 
 

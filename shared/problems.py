@@ -34,10 +34,12 @@ class Problem(Exception):
         self.status, self.code, self.detail, self.extra = status, code, detail, extra
 
 
-def problem_response(status: int, code: str, detail: str, **extra) -> JSONResponse:
+def problem_response(status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
+                     **extra) -> JSONResponse:
     body = {"type": f"https://dvc766.dev/problems/{code}", "title": _TITLES.get(status, "Error"),
             "status": status, "code": code, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -76,15 +78,45 @@ def store_unavailable_response(request: Request) -> JSONResponse:
     return response
 
 
+def refused_value(exc: BaseException) -> BaseException | None:
+    """The database's refusal of a value the request carried (a NUL in text, a number out of range),
+    found in ``exc`` or what it wraps: the client's mistake, a 422, never a 500."""
+    import asyncpg
+
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return None
+        if isinstance(current, asyncpg.DataError):
+            return current
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return None
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at the request's path (asked of the router itself)."""
+    from starlette.routing import Match
+
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem):
         return problem_response(exc.status, exc.code, exc.detail, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem_response(exc.status_code, code, str(exc.detail))
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not only those of the first route matched
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return problem_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -97,9 +129,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         if is_store_unavailable(exc):
             log.warning("store unavailable", extra={"error": repr(exc)})
             return store_unavailable_response(request)
+        if (refused := refused_value(exc)) is not None:
+            log.warning("a value of the request refused by the store", extra={"error": repr(refused)})
+            return problem_response(422, "bad_value", f"a value of this request cannot be stored: {refused}")
         log.exception("unhandled error")
         return problem_response(500, "internal_error", "internal error")
 
+    import asyncpg
+
+    app.add_exception_handler(asyncpg.DataError, _store)
     for kind in (*_store_errors(), DBAPIError):
         app.add_exception_handler(kind, _store)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.api import drilldown
 from services.api.queries import policies_in_force, scorecard_for
@@ -164,8 +164,8 @@ def compare_cards(before: dict, after: dict) -> list[dict]:
 
 @router.get("/v1/snapshots/{snapshot_id}/compare",
             summary="A snapshot against today's recomputation of the same period: what changed and why")
-async def compare_snapshot(request: Request, snapshot_id: int, unit: str | None = Query(None),
-                           _: Principal = Depends(reader)):
+async def compare_snapshot(request: Request, snapshot_id: int = Path(ge=1, le=2**63 - 1),  # a bigint
+                           unit: str | None = Query(None), _: Principal = Depends(reader)):
     runtime: Runtime = request.app.state.runtime
     if unit is not None and unit not in runtime.units:
         raise Problem(404, "unknown_unit", f"unit {unit!r} is not in the unit tree")
