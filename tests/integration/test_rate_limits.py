@@ -13,12 +13,9 @@ from tests.support.live import LiveServer
 
 @pytest.fixture(scope="module")
 def server(settings):
-    limited = settings.model_copy(update={
-        "rate_limit_key_per_second": 0.01, "rate_limit_key_burst": 3,
-        "rate_limit_address_per_second": 0.01, "rate_limit_address_burst": 10,
-        "rate_limit_auth_failures_per_minute": 0.5, "rate_limit_auth_failure_burst": 3,
-    })
-    with LiveServer(limited, roles=("api",)) as live:
+    with LiveServer(settings, rate_limit_key_per_second=0.01, rate_limit_key_burst=3,
+                    rate_limit_address_per_second=0.01, rate_limit_address_burst=10,
+                    rate_limit_auth_failures_per_minute=0.5, rate_limit_auth_failure_burst=3) as live:
         yield live
 
 

@@ -1,41 +1,61 @@
-"""The application served for real: uvicorn on a free loopback port, in a thread with its own event loop
-(and so its own runtime and database pool), for tests that need a socket (rate limits by address,
-schemathesis)."""
+"""The application served for real: `dvc766 serve` in a process of its own on a free loopback port, for
+tests that need a socket (rate limits by address, schemathesis)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
-import threading
+import subprocess
+import sys
 import time
 
-import uvicorn
+import httpx
 
 from shared.settings import Settings
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, roles: tuple[str, ...] = ("ingest", "indicators", "api")) -> None:
-        from services.app import create_app, served
-
+    def __init__(self, settings: Settings, **overrides: object) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        app = served(create_app(roles, settings=settings), roles)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="live-server")
+        keys = {key: spec.model_dump(mode="json", exclude_none=True) for key, spec in settings.api_keys.items()}
+        self.env = {
+            **os.environ,
+            "DVC766_DATABASE_URL": settings.database_url or "",
+            "DVC766_DATA_DIR": str(settings.data_dir),
+            "DVC766_UNITS_FILE": str(settings.units_file or ""),
+            "DVC766_API_KEYS": json.dumps(keys),
+            "DVC766_LOG_LEVEL": "WARNING",
+            **{f"DVC766_{name.upper()}": str(value) for name, value in overrides.items()},
+        }
+        self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the live server did not start")
-            time.sleep(0.05)
-        return self
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dvc766 serve exited: {self.process.stderr.read().decode()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("dvc766 serve did not become ready")
 
     def __exit__(self, *_) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
