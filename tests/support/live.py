@@ -32,6 +32,7 @@ class LiveServer:
             "DVC766_LOG_LEVEL": "WARNING",
             **{f"DVC766_{name.upper()}": str(value) for name, value in overrides.items()},
         }
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its metrics are its own, not this process's
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> LiveServer:
