@@ -193,7 +193,8 @@ class IndicatorEngine:
         self.calendar = calendar
         self.policy = policy
 
-    async def legal_days(self, conn: asyncpg.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], ProcedureTerms]:
+    async def procedure_terms(self, conn: asyncpg.Connection,
+                              pairs: set[tuple[str, str]]) -> dict[tuple[str, str], ProcedureTerms]:
         """What the catalogue says of (unit, procedure) pairs, where loaded: legal processing time (working
         days) and whether the procedure bears fees."""
         if not pairs:
@@ -212,12 +213,12 @@ class IndicatorEngine:
                 for r in rows}
 
     def evaluate(
-        self, code: str, history: list[HistoryEvent], now: dt.datetime, legal_days: dict
+        self, code: str, history: list[HistoryEvent], now: dt.datetime, catalogue: dict[tuple[str, str], ProcedureTerms]
     ) -> tuple[DossierFacts, Timeliness | None, Contribution | None]:
         facts = derive_facts(code, history, self.calendar)
         if facts.received_at is None:
             return facts, None, None
-        terms = legal_days.get((facts.unit_code, facts.procedure_code)) or NO_TERMS
+        terms = catalogue.get((facts.unit_code, facts.procedure_code)) or NO_TERMS
         timeliness = assess(
             facts,
             self.calendar,
@@ -283,7 +284,7 @@ class IndicatorEngine:
             for row in event_rows:
                 histories.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
 
-        legal = await self.legal_days(conn, receipt_pairs(histories.values()))
+        legal = await self.procedure_terms(conn, receipt_pairs(histories.values()))
 
         moves: dict[str, tuple[Contribution | None, Contribution | None, tuple]] = {}
         failed: dict[str, str] = {}

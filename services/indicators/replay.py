@@ -115,7 +115,7 @@ async def replay_state(
             receipt = next((e for e in history if e.status == 2), None)
             if receipt is not None:
                 pairs.add((receipt.unit_code, receipt.procedure_code))
-        legal = await engine.legal_days(apg, pairs)
+        legal = await engine.procedure_terms(apg, pairs)
         contributions = []
         rows = []
         for code, history in chunk.items():
