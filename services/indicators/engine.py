@@ -77,9 +77,11 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-# Errors of PostgreSQL that refuse one dossier's values (class 22, data exception; 23, integrity): that
-# dossier is parked. Any other error (the store going away, a timeout, a deadlock) rolls the batch back.
-DOSSIER_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Errors that refuse one dossier's values: PostgreSQL's (class 22, data exception; 23, integrity) and the
+# driver's own while encoding them (a number too large for its column): that dossier is parked. Any other
+# error (the store going away, a timeout, a deadlock) rolls the batch back.
+DOSSIER_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError,
+                       UnicodeEncodeError)
 
 
 def _ts(value) -> dt.datetime | None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from services.indicators.engine import (
     DOSSIER_COLUMNS,
+    DOSSIER_DATA_ERRORS,
     ApplyResult,
     IndicatorEngine,
     receiving_unit,
@@ -116,30 +117,49 @@ async def replay_state(
             if receipt is not None:
                 pairs.add((receipt.unit_code, receipt.procedure_code))
         legal = await engine.procedure_terms(apg, pairs)
-        contributions = []
-        rows = []
+        contributions: dict[str, Contribution | None] = {}
+        rows: dict[str, tuple] = {}
+        failed: dict[str, str] = {}
         for code, history in chunk.items():
             result.events += len(history)
             try:
                 facts, timeliness, contribution = engine.evaluate(code, history, now, legal)
-                row = engine._dossier_row(facts, timeliness, contribution, history) if write_dossiers else None  # noqa: SLF001
+                if write_dossiers:
+                    rows[code] = engine._dossier_row(facts, timeliness, contribution, history)  # noqa: SLF001
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this dossier only: skipped and reported, as the workers park it
-                result.parked[code] = (describe_error(exc), receiving_unit(history), len(history),
-                                       max(e.seq for e in history))
+                failed[code] = describe_error(exc)
                 continue
-            if contribution is not None:
-                contributions.append(contribution)
-            if row is not None:
-                rows.append(row)
-        result.dossiers += len(chunk) - sum(1 for code in chunk if code in result.parked)
-        increments = [(*key, value) for key, value in summed_increments(contributions).items() if value]
+            contributions[code] = contribution
+        if rows:
+            await _copy_dossiers(apg, rows, failed)
+        for code, error in failed.items():
+            history = chunk[code]
+            result.parked[code] = (error, receiving_unit(history), len(history), max(e.seq for e in history))
+        result.dossiers += len(chunk) - len(failed)
+        kept = (c for code, c in contributions.items() if c is not None and code not in failed)
+        increments = [(*key, value) for key, value in summed_increments(kept).items() if value]
         if increments:
             await apg.copy_records_to_table(REPLAY_TABLE, records=increments, columns=COUNTER_COLUMNS)
-        if rows:
-            await apg.copy_records_to_table("dossiers", records=rows, columns=DOSSIER_COLUMNS)
     return result
+
+
+async def _copy_dossiers(apg, rows: dict[str, tuple], failed: dict[str, str]) -> None:
+    """The chunk's dossier rows at once, in a savepoint; if PostgreSQL refuses a value, one row at a time,
+    the refused ones skipped into ``failed`` (as the workers park them)."""
+    try:
+        async with apg.transaction():
+            await apg.copy_records_to_table("dossiers", records=list(rows.values()), columns=DOSSIER_COLUMNS)
+        return
+    except DOSSIER_DATA_ERRORS:
+        log.warning("a chunk's dossier rows were refused; writing them one by one", exc_info=True)
+    for code, row in rows.items():
+        try:
+            async with apg.transaction():
+                await apg.copy_records_to_table("dossiers", records=[row], columns=DOSSIER_COLUMNS)
+        except DOSSIER_DATA_ERRORS as exc:
+            failed[code] = describe_error(exc)
 
 
 _SUMMED = f"""SELECT unit_code, procedure_code, period, metric, sum(value)::bigint AS value

@@ -223,14 +223,18 @@ async def test_a_dossier_whose_apply_raises_is_parked_and_the_others_count(app_c
     assert await check(runtime, engine) == []
 
 
-async def test_a_row_postgresql_refuses_parks_its_dossier_only(app_client, monkeypatch):
+@pytest.mark.parametrize("column, value, error", [
+    (12, "bad \x00 reason", "CharacterNotInRepertoireError"),  # text PostgreSQL cannot hold
+    (9, 100_000, "OverflowError"),  # more supplement requests than the column holds
+])
+async def test_a_row_postgresql_refuses_parks_its_dossier_only(app_client, monkeypatch, column, value, error):
     runtime = app_client.app.state.runtime
     row_of = IndicatorEngine._dossier_row
 
     def refused_row(self, facts, *args):
         row = row_of(self, facts, *args)
-        if facts.dossier_code == POISON:  # text PostgreSQL cannot hold: the whole batch's write fails once
-            row = (*row[:12], "bad \x00 reason", *row[13:])
+        if facts.dossier_code == POISON:  # the whole batch's write fails once, then each row is written alone
+            row = (*row[:column], value, *row[column + 1:])
         return row
 
     monkeypatch.setattr(IndicatorEngine, "_dossier_row", refused_row)
@@ -239,7 +243,12 @@ async def test_a_row_postgresql_refuses_parks_its_dossier_only(app_client, monke
     assert await drain(runtime) == len(stream) + 1
     assert await live_counters(runtime) == reference_counters(runtime, stream, "admin")
     [item] = (await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))).json()["items"]
-    assert item["dossier_code"] == POISON and item["error"].startswith("CharacterNotInRepertoireError")
+    assert item["dossier_code"] == POISON and item["error"].startswith(error)
+    # A rebuild writes its rows the same way: it completes, skipping (and parking) that dossier only.
+    rebuilt = await rebuild(runtime, IndicatorEngine(runtime.calendar, runtime.settings.policy))
+    assert list(rebuilt.parked) == [POISON] and rebuilt.parked[POISON][0].startswith(error)
+    assert await live_counters(runtime) == reference_counters(runtime, stream, "admin")
+    assert [r["dossier_code"] for r in await _fetch(runtime, "SELECT dossier_code FROM parked_dossiers")] == [POISON]
 
 
 async def _store_as_an_older_version_did(runtime, bodies: list[dict]) -> None:
