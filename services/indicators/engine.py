@@ -347,18 +347,7 @@ class IndicatorEngine:
             delta.move(old.get(code), None)
         codes = sorted(failed)
         await conn.execute("DELETE FROM dossiers WHERE dossier_code = ANY($1::text[])", codes)
-        await conn.execute(
-            """INSERT INTO parked_dossiers AS p (dossier_code, unit_code, error, events, last_seq)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])
-               ON CONFLICT (dossier_code) DO UPDATE SET unit_code = EXCLUDED.unit_code, error = EXCLUDED.error,
-                   events = EXCLUDED.events, last_seq = EXCLUDED.last_seq, attempts = p.attempts + 1,
-                   updated_at = now()""",
-            codes,
-            [receiving_unit(histories.get(code, [])) for code in codes],
-            [failed[code] for code in codes],
-            [len(histories.get(code, [])) for code in codes],
-            [max((e.seq for e in histories.get(code, [])), default=None) for code in codes],
-        )
+        await write_parked(conn, {code: parked_entry(failed[code], histories.get(code, [])) for code in codes})
         for code in codes:
             log.error("dossier parked: its events could not be applied",
                       extra={"dossier": code, "error": failed[code]})
@@ -451,6 +440,29 @@ class IndicatorEngine:
             return 0
         await self.recompute(conn, [], now, {r["dossier_code"]: [] for r in codes})
         return len(codes)
+
+
+# A parked dossier's row: (error, receiving unit, events, seq of its last event).
+ParkedEntry = tuple[str, str | None, int, int | None]
+
+
+def parked_entry(error: str, history: list[HistoryEvent]) -> ParkedEntry:
+    return error, receiving_unit(history), len(history), max((e.seq for e in history), default=None)
+
+
+async def write_parked(conn: asyncpg.Connection, parked: dict[str, ParkedEntry]) -> None:
+    """Park these dossiers (again: the error is replaced, the attempts counted, the first time kept)."""
+    if not parked:
+        return
+    codes = sorted(parked)
+    errors, units, events, last_seqs = (list(column) for column in zip(*(parked[code] for code in codes)))
+    await conn.execute(
+        """INSERT INTO parked_dossiers AS p (dossier_code, unit_code, error, events, last_seq)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])
+           ON CONFLICT (dossier_code) DO UPDATE SET unit_code = EXCLUDED.unit_code, error = EXCLUDED.error,
+               events = EXCLUDED.events, last_seq = EXCLUDED.last_seq, attempts = p.attempts + 1, updated_at = now()""",
+        codes, units, errors, events, last_seqs,
+    )
 
 
 async def write_counter_delta(conn: asyncpg.Connection, delta: CounterDelta) -> int:

@@ -34,9 +34,11 @@ from services.indicators.engine import (
     DOSSIER_DATA_ERRORS,
     ApplyResult,
     IndicatorEngine,
-    receiving_unit,
+    ParkedEntry,
     describe_error,
     history_event,
+    parked_entry,
+    write_parked,
 )
 from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, total_counts
 from services.indicators.rules.dossier import HistoryEvent
@@ -59,7 +61,7 @@ class ReplayResult:
     dossiers: int = 0
     counter_rows: int = 0  # counter rows the events give (non-zero)
     # Dossiers the rules could not derive (skipped): code -> (error, receiving unit, events, last seq).
-    parked: dict[str, tuple[str, str | None, int, int]] = field(default_factory=dict)
+    parked: dict[str, ParkedEntry] = field(default_factory=dict)
 
 
 def counters_from_histories(
@@ -135,8 +137,7 @@ async def replay_state(
         if rows:
             await _copy_dossiers(apg, rows, failed)
         for code, error in failed.items():
-            history = chunk[code]
-            result.parked[code] = (error, receiving_unit(history), len(history), max(e.seq for e in history))
+            result.parked[code] = parked_entry(error, chunk[code])
         result.dossiers += len(chunk) - len(failed)
         kept = (c for code, c in contributions.items() if c is not None and code not in failed)
         increments = [(*key, value) for key, value in summed_increments(kept).items() if value]
@@ -234,19 +235,10 @@ async def rebuild(
     return result
 
 
-async def _keep_parked(apg, parked: dict[str, tuple[str, str | None, int, int]]) -> None:
+async def _keep_parked(apg, parked: dict[str, ParkedEntry]) -> None:
     """After a rebuild, exactly the dossiers it skipped are parked (first parked time kept)."""
-    codes = sorted(parked)
-    await apg.execute("DELETE FROM parked_dossiers WHERE NOT (dossier_code = ANY($1::text[]))", codes)
-    if codes:
-        await apg.execute(
-            """INSERT INTO parked_dossiers AS p (dossier_code, unit_code, error, events, last_seq)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])
-               ON CONFLICT (dossier_code) DO UPDATE SET unit_code = EXCLUDED.unit_code, error = EXCLUDED.error,
-                   events = EXCLUDED.events, last_seq = EXCLUDED.last_seq, attempts = p.attempts + 1,
-                   updated_at = now()""",
-            codes, *(list(column) for column in zip(*(parked[code] for code in codes))),
-        )
+    await apg.execute("DELETE FROM parked_dossiers WHERE NOT (dossier_code = ANY($1::text[]))", sorted(parked))
+    await write_parked(apg, parked)
 
 
 async def reapply(runtime: Runtime, engine: IndicatorEngine, codes: list[str] | None,

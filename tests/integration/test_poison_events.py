@@ -211,6 +211,9 @@ async def test_a_dossier_whose_apply_raises_is_parked_and_the_others_count(app_c
     assert list(skipped) == [POISON]
     rebuilt = await rebuild(runtime, engine)
     assert list(rebuilt.parked) == [POISON]
+    [item] = (await app_client.get("/v1/parked-dossiers", headers=auth(ADMIN_KEY))).json()["items"]
+    assert (item["unit_code"], item["events"], item["attempts"]) == (POISON_RECEIVED["unit_code"], 3, 3)
+    assert item["error"] == f"ValueError: cannot derive {POISON}"
     assert await live_counters(runtime) == reference_counters(runtime, [*first, *second, *third], "admin")
 
     # After the fix, replay --dossier applies it from its whole history and takes it off the list.
@@ -248,7 +251,9 @@ async def test_a_row_postgresql_refuses_parks_its_dossier_only(app_client, monke
     rebuilt = await rebuild(runtime, IndicatorEngine(runtime.calendar, runtime.settings.policy))
     assert list(rebuilt.parked) == [POISON] and rebuilt.parked[POISON][0].startswith(error)
     assert await live_counters(runtime) == reference_counters(runtime, stream, "admin")
-    assert [r["dossier_code"] for r in await _fetch(runtime, "SELECT dossier_code FROM parked_dossiers")] == [POISON]
+    [row] = await _fetch(runtime, "SELECT dossier_code, unit_code, error, events, attempts FROM parked_dossiers")
+    assert (row["dossier_code"], row["unit_code"], row["events"], row["attempts"]) == (POISON, "H44.03", 1, 2)
+    assert row["error"].startswith(error)
 
 
 async def _store_as_an_older_version_did(runtime, bodies: list[dict]) -> None:

@@ -54,13 +54,15 @@ def test_bad_windows_are_refused():
         WorkingCalendar(first_year=2026, last_year=2026, work_hours=["09:00-08:00"])
 
 
-instants = st.datetimes(min_value=dt.datetime(2025, 1, 1), max_value=dt.datetime(2027, 12, 1)).map(
+# Across the years the calendar holds (2024-2028) and beyond them on both sides.
+instants = st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2040, 12, 1)).map(
     lambda d: d.replace(tzinfo=VIETNAM, microsecond=0)
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(start=instants, budget=st.integers(min_value=1, max_value=40 * 8 * HOUR))
+@given(start=instants, budget=st.one_of(st.integers(min_value=1, max_value=40 * 8 * HOUR),
+                                        st.integers(min_value=1, max_value=4000 * 8 * HOUR)))
 def test_instant_after_inverts_working_seconds(start, budget):
     end = CAL.instant_after(start, budget)
     assert CAL.working_seconds(start, end) == budget
@@ -92,22 +94,3 @@ def test_the_default_calendar_holds_every_year_the_holidays_package_knows_and_a_
     late = WorkingCalendar(first_year=2026, last_year=2026, extra_days_off=[dt.date(2150, 6, 1)])
     assert not late.is_working_day(dt.date(2150, 6, 1)) and late.is_working_day(dt.date(2150, 6, 2))
 
-
-wide_instants = st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2040, 12, 1)).map(
-    lambda d: d.replace(tzinfo=VIETNAM, microsecond=0)
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(start=wide_instants, budget=st.integers(min_value=1, max_value=4000 * 8 * HOUR))
-def test_instant_after_inverts_working_seconds_across_the_years_held(start, budget):
-    end = CAL.instant_after(start, budget)
-    assert CAL.working_seconds(start, end) == budget
-    assert CAL.working_seconds(start, end - dt.timedelta(seconds=1)) < budget
-
-
-@settings(max_examples=300, deadline=None)
-@given(a=wide_instants, b=wide_instants, c=wide_instants)
-def test_working_seconds_add_up_across_the_years_held(a, b, c):
-    a, b, c = sorted((a, b, c))
-    assert CAL.working_seconds(a, c) == CAL.working_seconds(a, b) + CAL.working_seconds(b, c)
