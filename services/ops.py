@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from shared.logs import REQUEST_ID
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, READY, record_process_metrics, render
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, READY, record_process_metrics, refresh_pool_metrics, render
 
 access_log = logging.getLogger("dvc766.access")
 # A caller's X-Request-ID is kept when it is a plain token; anything else gets a fresh id.
@@ -60,6 +60,7 @@ async def publish_readiness(app: FastAPI, every: float) -> None:
             for name, state in (await readiness(app)).items():
                 READY.labels(name).set(1 if state == "ok" else 0)
             record_process_metrics()
+            refresh_pool_metrics()
         except Exception:  # noqa: BLE001 - the next round tries again
             logging.getLogger("dvc766.ops").warning("readiness round failed", exc_info=True)
         await asyncio.sleep(every)

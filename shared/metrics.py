@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
+import weakref
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -135,14 +136,19 @@ def set_build_info() -> None:
     BUILD_INFO.labels(built, platform.python_version()).set(1)
 
 
-def watch_pool(engine, capacity: int) -> None:
-    """Count connections checked out of an engine's pool; ``capacity``: how many it may open."""
-    from sqlalchemy import event
+_engines: weakref.WeakSet = weakref.WeakSet()
 
-    pool = engine.sync_engine.pool
+
+def watch_pool(engine, capacity: int) -> None:
+    """Report an engine's pool: ``capacity`` connections at most, and how many are checked out."""
     DB_POOL_CAPACITY.inc(capacity)
-    event.listen(pool, "checkout", lambda *_: DB_POOL_IN_USE.inc())
-    event.listen(pool, "checkin", lambda *_: DB_POOL_IN_USE.dec())
+    _engines.add(engine)
+
+
+def refresh_pool_metrics() -> None:
+    """Connections checked out now, over this process's engines (read at each scrape of this process and
+    every readiness round, so the other api workers' figures stay current too)."""
+    DB_POOL_IN_USE.set(sum(engine.sync_engine.pool.checkedout() for engine in list(_engines)))
 
 
 # With several worker processes the default process collector only describes the one answering a
@@ -166,6 +172,7 @@ def render() -> tuple[bytes, str]:
     """This process's metrics; with several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set by
     `dvc766 api`), all of theirs: counters and histograms summed, gauges per process (a ``pid`` label)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    refresh_pool_metrics()
     if not directory:
         return generate_latest(), CONTENT_TYPE_LATEST
     record_process_metrics()

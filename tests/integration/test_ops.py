@@ -36,6 +36,10 @@ async def test_health_ready_metrics_openapi(app_client, clean_db):
                                           ("version", version("dvc766"))))] == 1
     assert samples[("dvc766_db_pool_connections_max", ())] >= 2 * clean_db.settings.db_pool_size
     assert samples[("dvc766_db_pool_connections_in_use", ())] >= 0
+    async with clean_db.engine.connect():  # a connection checked out shows while it is
+        held = (await app_client.get("/metrics")).text
+    in_use = {s.name: s.value for f in text_string_to_metric_families(held) for s in f.samples}
+    assert in_use["dvc766_db_pool_connections_in_use"] >= 1
     spec = (await app_client.get("/openapi.json")).json()
     assert {"/v1/events", "/v1/scores/{unit_code}", "/v1/scores", "/v1/units/{unit_code}/dossiers"} <= set(
         spec["paths"])
