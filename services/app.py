@@ -20,6 +20,7 @@ from services.api import portal as api_portal
 from services.api import snapshots as api_snapshots
 from services.api.fastpath import CachedReads
 from services.api.pages import routes as pages
+from services.api.pages.headers import PageSecurityHeaders
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import QueueWorker
 from services.notify import http as notify_http
@@ -156,6 +157,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.include_router(admin.router)
         app.include_router(api_parked.router)  # dossiers whose apply failed
         pages.install(app)  # the pages people read, and the public scoreboard
+        app.add_middleware(PageSecurityHeaders)
     return app
 
 

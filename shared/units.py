@@ -58,6 +58,12 @@ class UnitTree:
             return code_or_identifier
         return self.by_identifier.get(code_or_identifier)
 
+    def receiver_named_by(self, dossier_code: str) -> str | None:
+        """The unit a dossier code names as its receiver: the portal's codes begin with the receiving
+        unit's identifier (``000.00.07.H44-260803-0001``); None when the prefix names no known unit."""
+        prefix, dash, _ = dossier_code.partition("-")
+        return self.resolve(prefix) if dash else None
+
     def named_within(self, name: str, ancestors: Iterable[str]) -> str | None:
         """The one unit under ``ancestors`` whose name is ``name`` (case and spacing ignored), if exactly one."""
         found = [c for c in self._by_name.get(_name_key(name), ()) if self.is_within(c, ancestors)]

@@ -586,7 +586,7 @@ class KafkaApplier:
                 # events waits for its commit, then counts as a duplicate).
                 # Events of a trusted topic name the owners of the dossiers they open (no check: the
                 # HTTP ingest checked its events before producing them).
-                await claim_owners(apg, good)
+                await claim_owners(apg, good, self.runtime.units)
                 seqs: dict[tuple[str, str], int] = {}
                 outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
                 for i, outcome in zip(good_positions, outcomes):

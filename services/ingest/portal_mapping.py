@@ -287,8 +287,7 @@ def attribute_unit(tree: UnitTree, allowed: tuple[str, ...] | None, dossier_code
     The receiving unit its MaHoSo prefix names (portal dossier codes begin with it), when known; else the
     unit DonViXuLy names (a code, an identifier or a name) within the caller's units; else madonvi.
     """
-    prefix = dossier_code.split("-", 1)[0] if "-" in dossier_code else ""
-    found = tree.resolve(prefix)
+    found = tree.receiver_named_by(dossier_code)
     if found:
         return found
     if processing_unit:

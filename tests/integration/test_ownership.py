@@ -200,3 +200,33 @@ async def test_kafka_mode_checks_ownership_at_the_edge_before_producing(clean_db
     assert b"ko-x" not in b"".join(m.value for m in on_topic)
     letters = await _rows(runtime, "SELECT reason, event_id FROM dead_letters")
     assert [(r["reason"], r["event_id"]) for r in letters] == [("not_owner", "ko-x")]
+
+
+@pytest.fixture
+def identified_units(client):
+    """H44.07 and H44.08 with their electronic identifiers (mã định danh), for this test only."""
+    from shared.units import UnitTree
+
+    runtime = client.app.state.runtime
+    saved = runtime.units
+    ids = {"H44.07": "000.00.07.H44", "H44.08": "000.00.08.H44"}
+    runtime.units = UnitTree([dataclasses.replace(u, identifier=ids.get(u.code, u.identifier))
+                              for u in saved.units.values()])
+    yield runtime
+    runtime.units = saved
+
+
+async def test_a_dossier_code_naming_its_receiver_cannot_be_claimed_first_by_another_unit(client, identified_units):
+    code = "000.00.08.H44-260803-0001"  # received by H44.08, as its code says
+    first = await post(client, KEY_07, [event(code, 2, vn(2026, 8, 3), unit="H44.07", event_id="pre-claim")])
+    assert (first.status_code, first.json()["results"][0]["reason"]) == (422, "not_owner")
+    owned = await post(client, KEY_08, [event(code, 2, vn(2026, 8, 3), unit="H44.08", event_id="receipt")])
+    assert owned.json()["accepted"] == 1
+    owners = await _rows(identified_units, "SELECT dossier_code, unit_code FROM dossier_owners")
+    assert [(r["dossier_code"], r["unit_code"]) for r in owners] == [(code, "H44.08")]
+    # the portal's payload for the same dossier from H44.07's system is refused as well
+    hostile = snapshot_call("H44.07", [_snapshot(code, TrangThaiHoSo="9", NgayKetThucXuLy="20260830080000")])
+    response = await client.post("/v1/dvcqg", json=hostile, headers=auth(KEY_07))
+    assert response.json()["results"][0].get("reason") in ("not_owner", "unit_not_allowed")
+    stored = await _rows(identified_units, "SELECT event_id FROM events")
+    assert [r["event_id"] for r in stored] == ["receipt"]

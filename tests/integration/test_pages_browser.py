@@ -101,12 +101,15 @@ class Watch:
                 self.outside.append(r.request.url)
                 await r.abort()
                 return
-            if not self.strict:
+            if not self.strict and not r.request.is_navigation_request():
                 await r.continue_()
                 return
             response = await r.fetch(max_redirects=0)
-            await r.fulfill(response=response,
-                            headers={**response.headers, "content-security-policy": STRICT_CSP})
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-security-policy"}
+            if self.strict:
+                headers["content-security-policy"] = STRICT_CSP
+            # Not strict: the page without any policy (dvc766's own would stop what the guard must see).
+            await r.fulfill(response=response, headers=headers)
 
         await context.route("**/*", route)
 
