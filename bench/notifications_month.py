@@ -95,7 +95,6 @@ async def run(url: str, scale: float, seed: int, until: dt.date) -> dict:
                         apg = await driver_connection(conn)
                         while await engine.sweep_deadlines(apg, now) or await engine.sweep_open_steps(apg, now):
                             pass
-                    runtime.data_changed()
                     notifier = Notifier(runtime, clock=lambda now=now: now)
                     evaluated = time.perf_counter()
                     await notifier.evaluate_once()

@@ -31,7 +31,7 @@ PAGES = {
 
 async def record_history(url: str, period: str) -> dict:
     """Record each day of the period as the indicators side would (counters as they are now)."""
-    from services.api.history import record_daily_scores
+    from services.indicators.cards import record_daily_scores
     from services.app import build_runtime
     from shared.settings import Settings
     from shared.timeutil import VIETNAM, parse_period

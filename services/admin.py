@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from services.indicators.cards import feeds_moved
 from shared.auth import Principal, admin, reader
 from shared.problems import Problem
 from shared.runtime import Runtime, upsert_units
@@ -22,6 +23,7 @@ async def put_units(request: Request, _: Principal = Depends(admin)):
         raise Problem(422, "bad_units", str(exc)) from exc
     count = await upsert_units(runtime.engine, units)
     await runtime.reload_units()
+    await feeds_moved(runtime)  # names, parents and the e-certified-copy offer are in every card
     return {"upserted": count, "units": len(runtime.units)}
 
 

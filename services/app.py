@@ -18,7 +18,6 @@ from services.api import http as api_http
 from services.api import parked as api_parked
 from services.api import portal as api_portal
 from services.api import snapshots as api_snapshots
-from services.api.fastpath import CachedReads
 from services.api.pages import routes as pages
 from services.api.pages.headers import PageSecurityHeaders
 from services.indicators.engine import IndicatorEngine
@@ -31,38 +30,16 @@ from services.keys import AdminAudit, KeyMaintenance
 from services.limits import install_rate_limits
 from services.openapi import document_answers
 from shared.auth import KeyRing, configured_keys, first_run_admin_key
-from shared.calendar import WorkingCalendar
-from shared.db.engine import create_engine, migrate, resolve_database_url, stop_embedded_postgres
-from shared.db.notify import ChangeListener
-from shared.metrics import APPLY_STALL_LIMIT, set_build_info, watch_pool
+from shared.db.engine import stop_embedded_postgres
+from shared.db.notify import EventsQueuedListener
+from shared.metrics import APPLY_STALL_LIMIT, set_build_info
 from shared.problems import install_problem_handlers
 from shared.process import tune_garbage_collector
-from shared.runtime import Runtime, upsert_units
+from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, get_settings
-from shared.units import load_units_file
 
 log = logging.getLogger("dvc766.app")
 ROLES = ("ingest", "indicators", "api")
-
-
-async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
-    url = await asyncio.to_thread(resolve_database_url, settings)
-    if run_migrations:
-        await migrate(url)
-    engine = create_engine(url, pool_size=settings.db_pool_size,
-                           statement_timeout_ms=settings.db_statement_timeout_ms,
-                           lock_timeout_ms=settings.db_lock_timeout_ms,
-                           connect_timeout_seconds=settings.db_connect_timeout_seconds,
-                           pool_timeout_seconds=settings.db_pool_timeout_seconds)
-    calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
-    watch_pool(engine, capacity=2 * settings.db_pool_size)  # create_engine's overflow is the pool size again
-    runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
-    if settings.units_file:  # a seed: units changed since (PUT /v1/units) are left as they are
-        units = load_units_file(settings.units_file)
-        added = await upsert_units(engine, units, overwrite=False)
-        log.info("units seeded", extra={"file": str(settings.units_file), "units": len(units), "added": added})
-    await runtime.reload_units()
-    return runtime
 
 
 def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None,
@@ -98,11 +75,9 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
             background.append(notifier)
         if settings.kafka_bootstrap_servers:  # Kafka mode: topic in, offsets with the counters
             background.extend(await _start_kafka(app, rt, engine, roles))
-        # Commits of other processes: scores cached here go stale; events queued by another ingest.
-        wake_worker = "indicators" in roles and not settings.kafka_bootstrap_servers
-        if "api" in roles or wake_worker:
-            listener = app.state.change_listener = ChangeListener(rt, data_changes="api" in roles,
-                                                                  wake_worker=wake_worker)
+        if "indicators" in roles and not settings.kafka_bootstrap_servers:
+            # Events queued by an ingest process elsewhere wake this worker at once.
+            listener = app.state.events_listener = EventsQueuedListener(rt)
             listener.start()
             background.append(listener)
         refresher = None
@@ -171,12 +146,6 @@ class _Task:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-
-
-def served(app: FastAPI, roles: Iterable[str] = ROLES):
-    """What the server runs: the application, behind the cached-reads fast path when it serves the API
-    (outside FastAPI's own middleware stack: a cache hit costs no routing and no per-request telemetry)."""
-    return CachedReads(app) if "api" in tuple(roles) else app
 
 
 async def _refresh_units(runtime: Runtime, every: float = 30.0) -> None:

@@ -14,17 +14,14 @@ from shared.settings import get_settings
 def _serve(roles: tuple[str, ...], host: str, port: int, *, reuse_port: bool = False) -> None:
     import uvicorn
 
-    from services.app import create_app, served
-    from services.http_protocol import CachedReadsProtocol, CoalescingHttpToolsProtocol
+    from services.app import create_app
 
     settings = get_settings()
-    app = served(create_app(roles, settings=settings), roles)
+    app = create_app(roles, settings=settings)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: in-flight requests finish, then the
     # lifespan stops the workers after their current batch.
-    # The api's connections start on the cached-reads protocol (services/http_protocol.py).
-    protocol = CachedReadsProtocol if "api" in roles else CoalescingHttpToolsProtocol
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=30, http=protocol)
+                            timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     if reuse_port:  # one of `dvc766 api`'s worker processes: its own socket on the shared port
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]

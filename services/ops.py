@@ -93,10 +93,9 @@ def request_id_of(scope) -> str:
 
 
 class HttpMetrics:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot read path): a request id (the
-    caller's ``X-Request-ID`` or a new one) answered in ``X-Request-ID`` and on every log line of the
-    request, one access-log line per request, request metrics labelled by route template, and cached
-    scores invalidated after a successful write."""
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): a request id (the caller's
+    ``X-Request-ID`` or a new one) answered in ``X-Request-ID`` and on every log line of the request,
+    one access-log line per request, and request metrics labelled by route template."""
 
     def __init__(self, app, *, access_log_enabled: bool = True) -> None:
         self.app = app
@@ -133,10 +132,6 @@ class HttpMetrics:
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2), "client": client[0] if client else None})
             REQUEST_ID.reset(token)
-            if method not in ("GET", "HEAD", "OPTIONS") and status < 300:
-                runtime = getattr(scope["app"].state, "runtime", None)
-                if runtime is not None:  # a feed or unit change: scores cached in this process are stale
-                    runtime.data_changed()
 
 
 def install_http_metrics(app: FastAPI, *, access_log_enabled: bool = True) -> None:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.calendar import WorkingCalendar
+from shared.db.engine import create_engine, migrate, resolve_database_url
 from shared.db.raw import driver_connection
+from shared.metrics import watch_pool
 from shared.settings import Settings
-from shared.units import Unit, UnitTree
+from shared.units import Unit, UnitTree, load_units_file
 
 log = logging.getLogger("dvc766.runtime")
 
@@ -26,12 +28,6 @@ class Runtime:
     # Set after events are queued in the database, so an in-process worker applies them at once.
     events_waiting: asyncio.Event = field(default_factory=asyncio.Event)
     producer: object | None = None  # Kafka producer, when Kafka is configured
-    # Bumped whenever this process commits a change that can move scores (cached scores check it).
-    data_version: int = 0
-
-    def data_changed(self) -> None:
-        self.data_version += 1
-
     async def reload_units(self) -> UnitTree:
         async with self.engine.connect() as conn:
             apg = await driver_connection(conn)
@@ -68,3 +64,24 @@ async def upsert_units(engine: AsyncEngine, units: list[Unit], *, overwrite: boo
             [u.identifier for u in units],
         )
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
+
+
+
+async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    if run_migrations:
+        await migrate(url)
+    engine = create_engine(url, pool_size=settings.db_pool_size,
+                           statement_timeout_ms=settings.db_statement_timeout_ms,
+                           lock_timeout_ms=settings.db_lock_timeout_ms,
+                           connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                           pool_timeout_seconds=settings.db_pool_timeout_seconds)
+    calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
+    watch_pool(engine, capacity=2 * settings.db_pool_size)  # create_engine's overflow is the pool size again
+    runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
+    if settings.units_file:  # a seed: units changed since (PUT /v1/units) are left as they are
+        units = load_units_file(settings.units_file)
+        added = await upsert_units(engine, units, overwrite=False)
+        log.info("units seeded", extra={"file": str(settings.units_file), "units": len(units), "added": added})
+    await runtime.reload_units()
+    return runtime

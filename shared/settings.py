@@ -209,10 +209,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = 64 * 1024
     # `dvc766 api` (the query API alone, with a configured database): this many server processes on one
     # port (SO_REUSEPORT: the kernel spreads connections), metrics summed over them (prometheus
-    # multiprocess mode). Default 1: one process answers ~30,000 cached reads/s, and on the 2-core
-    # bench machine shared with PostgreSQL a second one gave no more throughput, more CPU per request
-    # and 2.6x the memory (bench/query_wrk.py, bench/query_open_loop.py); raise it where the API has
-    # cores of its own.
+    # multiprocess mode). Raise it where the API has cores of its own.
     api_workers: int = Field(1, ge=1, le=64)
     # `dvc766 ingest` processes on the port (SO_REUSEPORT), each validating on its own core.
     ingest_workers: int = Field(1, ge=1, le=64)
@@ -221,9 +218,14 @@ class Settings(BaseSettings):
     apply_batch_size: int = 5000
     # `dvc766 replay` derives this many dossiers at a time (its memory is bounded by one chunk).
     replay_chunk_dossiers: int = 5000
-    # Scores computed for a (unit, period) are reused for this long (0: never) by the api; a change
-    # applied in the same process invalidates them at once.
-    score_cache_seconds: float = 1.0
+    # The indicators worker recomputes the score cards marked out of date this often (a read finding
+    # one out of date computes it itself).
+    score_card_refresh_seconds: float = Field(1.0, gt=0)
+    # Score answers say clients and proxies may reuse them for this long (Cache-Control max-age).
+    score_max_age_seconds: int = Field(1, ge=0)
+    # Every score card is also recomputed this often: what moves with the clock alone (feedback
+    # turning late, the instant an open period is judged at) shows within it.
+    score_card_full_refresh_seconds: float = Field(300.0, gt=0)
     apply_idle_poll_seconds: float = 0.2
     # An applier with work pending that committed nothing for this long reports itself not ready (/readyz).
     apply_stall_seconds: float = Field(120.0, gt=0)

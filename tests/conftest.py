@@ -57,7 +57,7 @@ def settings(test_database, tmp_path_factory) -> Settings:
 
 @pytest_asyncio.fixture(scope="session")
 async def runtime(settings):
-    from services.app import build_runtime
+    from shared.runtime import build_runtime
 
     rt = await build_runtime(settings, run_migrations=False)
     yield rt

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from services.api.score_context import catalogue_as_of
+from services.indicators.score_context import catalogue_as_of
 from services.indicators.rules.catalogue import CatalogueEntry
 from services.indicators.rules import counters as c
 from services.indicators.rules.scoring import COMPONENTS_BY_ID, dossier_measures, score_component

@@ -9,8 +9,9 @@ import datetime as dt
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.api.queries import OVERDUE_AT_T, _iso, input_flags, scorecard_for, unit_counts
-from services.api.score_context import load_context
+from services.api.queries import OVERDUE_AT_T, _iso, input_flags
+from services.indicators.cards import read_card
+from services.indicators.score_context import load_context
 from services.indicators.rules import counters as c
 from services.indicators.rules.scoring import COMPONENTS_BY_ID, score_component, Measure
 from shared.auth import Principal, reader
@@ -206,11 +207,7 @@ async def early_warning(
                  AND deadline >= $3 AND deadline < $4""",
             subtree, chosen.months(), now, chosen.end,
         )
-        per_unit = await unit_counts(apg, subtree, chosen.key)
-    counts: dict[str, int] = {}
-    for member in subtree:
-        for metric, value in per_unit.get(member, {}).items():
-            counts[metric] = counts.get(metric, 0) + value
+    counts = (await read_card(runtime, unit.code, chosen.key)).counts  # the subtree's counters
     received, on_time = counts.get(c.RECEIVED, 0), counts.get(c.ON_TIME, 0)
     definition = COMPONENTS_BY_ID["2.1"]
     current = score_component(definition, Measure(on_time, received))
@@ -226,5 +223,3 @@ async def early_warning(
         "projected_2_1": {**projected.as_dict(), "turning_overdue_in_period": turning},
     }
 
-
-__all__ = ["router", "scorecard_for"]

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.api.score_context import catalogue_as_of
+from services.indicators.cards import counters_moved, feeds_moved
+from services.indicators.engine import ApplyResult, IndicatorEngine
+from services.indicators.score_context import catalogue_as_of
 from services.indicators.rules.catalogue import ONLINE_LEVELS
 from services.indicators.rules.feedback import KINDS, RATINGS
 from shared.auth import Principal, admin, reader, source_or_admin
@@ -167,12 +169,10 @@ async def store_catalogue(apg, rows: list[tuple], *, full: bool, valid_from: dt.
     return len(rows)
 
 
-async def recompute_without_due_time(runtime: Runtime, apg, pairs: set[tuple[str, str]]) -> int:
+async def recompute_without_due_time(runtime: Runtime, apg, pairs: set[tuple[str, str]]) -> ApplyResult:
     """Dossiers judged by the catalogue's legal time (no due time) are re-derived when it changes."""
     if not pairs:
-        return 0
-    from services.indicators.engine import IndicatorEngine
-
+        return ApplyResult()
     units, procedures = zip(*pairs)
     codes = await apg.fetch(
         """SELECT dossier_code FROM dossiers WHERE due_at IS NULL AND received_at IS NOT NULL
@@ -180,10 +180,9 @@ async def recompute_without_due_time(runtime: Runtime, apg, pairs: set[tuple[str
         list(units), list(procedures),
     )
     if not codes:
-        return 0
+        return ApplyResult()
     engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
-    result = await engine.recompute(apg, [r["dossier_code"] for r in codes], utcnow())
-    return result.dossiers
+    return await engine.recompute(apg, [r["dossier_code"] for r in codes], utcnow())
 
 
 @router.put("/v1/catalog/procedures", summary="Load the procedure catalogue (upsert, or full replace)")
@@ -219,8 +218,10 @@ async def put_procedures(
         # A copy: a full replace appends its tombstones, which are not items of this request.
         written = await store_catalogue(apg, list(rows), full=mode == "full", valid_from=default_from)
         recomputed = await recompute_without_due_time(runtime, apg, {(r[0], r[1]) for r in rows})
+    await counters_moved(runtime, recomputed.touched)
+    await feeds_moved(runtime, {r[0] for r in rows} if mode == "upsert" else None)
     return {"accepted": len(rows), "rejected": len(items) - len(rows), "versions_written": written,
-            "dossiers_recomputed": recomputed, "results": results}
+            "dossiers_recomputed": recomputed.dossiers, "results": results}
 
 
 @router.get("/v1/catalog/procedures", summary="The catalogue of a unit's subtree as it stood at an instant")
@@ -299,6 +300,7 @@ async def post_feedback(request: Request, who: Principal = Depends(source_or_adm
                    RETURNING feedback_id, kind, occurred_at""",
                 *[list(c) for c in cols],
             )
+        await feeds_moved(runtime, {row[1] for _, row in rows} | await _dossier_units(runtime, rows))
         new = {(r["feedback_id"], r["kind"], r["occurred_at"]) for r in inserted}
         for index, row in rows:
             status = "accepted" if (row[0], row[3], row[4]) in new else "duplicate"
@@ -345,4 +347,16 @@ async def put_reported_totals(request: Request, _: Principal = Depends(admin)):
                ON CONFLICT (unit_code, period) DO UPDATE SET received = EXCLUDED.received, updated_at = now()""",
             *[list(c) for c in zip(*rows)],
         )
+    await feeds_moved(runtime, {row[0] for row in rows})
     return {"accepted": len(rows), "rejected": len(items) - len(rows), "results": results}
+
+
+async def _dossier_units(runtime: Runtime, rows: list[tuple[int, tuple]]) -> set[str]:
+    """The units of the dossiers feedback complains about (their 5.3 counts the complaints)."""
+    codes = sorted({row[2] for _, row in rows if row[2]})
+    if not codes:
+        return set()
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        found = await apg.fetch("SELECT DISTINCT unit_code FROM dossiers WHERE dossier_code = ANY($1::text[])", codes)
+    return {r["unit_code"] for r in found}

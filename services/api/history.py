@@ -1,9 +1,10 @@
 """The score history: a period's score as it stood at the end of each day so far, and now.
 
 The indicators side records every unit's score of the current month, quarter and year as today's row
-(``record_daily_scores``, every ``daily_scores_interval_seconds`` from the sweeper); the last record of
-a day is that day's end-of-day score, and a day's row is never written again once the day is over, so
-a late event that moves a past period leaves the days already recorded as they stood.
+with every score-card computation and every ``daily_scores_interval_seconds`` from the sweeper
+(services/indicators/cards.py); the last record of a day is that day's end-of-day score, and a day's
+row is never written again once the day is over, so a late event that moves a past period leaves the
+days already recorded as they stood.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from pydantic import BaseModel, Field
 
 from services.api.breakdown import chosen_period, known_unit
 from services.api.http import score_document
-from services.api.snapshots import unit_cards
 from shared.auth import Principal, reader
-from shared.db.raw import driver_connection, jsonb
+from shared.db.raw import driver_connection
 from shared.runtime import Runtime
-from shared.timeutil import VIETNAM, Period, periods_of, utcnow
+from shared.timeutil import VIETNAM, Period, utcnow
 
 log = logging.getLogger("dvc766.api.history")
 router = APIRouter(tags=["scores"])
-HISTORY_LOCK = 766_004  # advisory lock key: one process writes a day's scores at a time
 
 
 class DayScore(BaseModel):
@@ -33,39 +32,6 @@ class DayScore(BaseModel):
     rating: str
     groups: dict[str, float] = Field(description="each group's score by its code (CKMB, TDGQ, …)")
     live: bool = Field(False, description="true for the last point: the score now, not an end of day")
-
-
-async def record_daily_scores(runtime: Runtime, now: dt.datetime | None = None) -> int:
-    """Write today's row of every unit for the month, quarter and year holding ``now``; returns the rows
-    that changed (0 when another process is writing them). The scores are computed first, outside the
-    short transaction that writes them."""
-    now = now or utcnow()
-    day = now.astimezone(VIETNAM).date()
-    async with runtime.engine.connect() as conn:
-        apg = await driver_connection(conn)
-        cards = {period: await unit_cards(runtime, apg, period, now) for period in periods_of(now)}
-    written = 0
-    async with runtime.engine.begin() as conn:
-        apg = await driver_connection(conn)
-        if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", HISTORY_LOCK):
-            return 0
-        for period, by_unit in cards.items():
-            codes = list(by_unit)
-            status = await apg.execute(
-                """INSERT INTO daily_scores (unit_code, period, day, total, rating, groups, recorded_at)
-                   SELECT u, $2, $3, t, r, g, $4 FROM unnest($1::text[], $5::numeric[], $6::text[], $7::jsonb[])
-                       AS x(u, t, r, g)
-                   ON CONFLICT (unit_code, period, day) DO UPDATE SET total = EXCLUDED.total,
-                       rating = EXCLUDED.rating, groups = EXCLUDED.groups, recorded_at = EXCLUDED.recorded_at
-                   WHERE (daily_scores.total, daily_scores.rating, daily_scores.groups)
-                         IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.rating, EXCLUDED.groups)""",
-                codes, period, day, now,
-                [by_unit[code]["total"]["score"] for code in codes],
-                [by_unit[code]["rating"] for code in codes],
-                [jsonb({g["code"]: g["score"] for g in by_unit[code]["groups"]}) for code in codes],
-            )
-            written += int(status.rsplit(" ", 1)[-1])
-    return written
 
 
 async def recorded_days(runtime: Runtime, unit_code: str, period: Period) -> list[DayScore]:

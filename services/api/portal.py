@@ -20,11 +20,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.api.queries import scorecard_for, subtree_counts, unit_counts
-from services.api.score_context import load_context
-from services.indicators.rules.scoring import ScoreCard
+from services.indicators.cards import Card, read_cards
 from shared.auth import Principal, reader
-from shared.db.raw import driver_connection
 from shared.problems import Problem
 from shared.runtime import Runtime
 from shared.timeutil import BadPeriod, current_period, parse_period, utcnow
@@ -69,12 +66,13 @@ def _round2(value: float) -> float:
 
 
 class Row:
-    """One unit's figures for a tree: its scorecard and counts."""
+    """One unit's figures for a tree: its score card and its subtree's counts."""
 
-    def __init__(self, unit: Unit, card: ScoreCard, counts: dict[str, int], *, parent: bool) -> None:
-        self.unit, self.card, self.counts, self.parent = unit, card, counts, parent
-        self.components = {cid: s.as_dict() for cid, s in card.components.items()}
-        self.groups = {g["code"]: g for g in card.groups}
+    def __init__(self, unit: Unit, card: Card, *, parent: bool) -> None:
+        self.unit, self.counts, self.parent = unit, card.counts, parent
+        groups = card.as_dict()["groups"]
+        self.components = {c["id"]: c for g in groups for c in g["components"]}
+        self.groups = {g["code"]: g for g in groups}
 
     def c(self, component: str, key: str) -> Any:
         return self.components[component][key]
@@ -226,20 +224,13 @@ async def portal_tree(
     except BadPeriod as exc:
         raise Problem(400, "bad_period", str(exc)) from exc
     tree_units = runtime.units
-    async with runtime.engine.connect() as conn:
-        apg = await driver_connection(conn)
-        per_unit = await unit_counts(apg, tree_units.subtree(parent.code), chosen.key)
-        context = await load_context(apg, tree_units, parent.code, chosen, now=utcnow(),
-                                     policy=runtime.settings.policy, calendar=runtime.calendar, per_unit=per_unit)
+    children = sorted(tree_units.children.get(parent.code, []))  # by code as text, as the portal lists them
+    cards = await read_cards(runtime, [parent.code, *children], chosen.key, "portal")
 
     def row_of(code: str, *, is_parent: bool) -> Row:
-        counts = subtree_counts(tree_units, code, per_unit)
-        card = scorecard_for(counts, runtime.settings, runtime.calendar.seconds_per_day, "portal",
-                             inputs=context.inputs_for(code))
-        return Row(tree_units.units[code], card, counts, parent=is_parent)
+        return Row(tree_units.units[code], cards[code], parent=is_parent)
 
     build = BUILDERS[name]
-    children = sorted(tree_units.children.get(parent.code, []))  # by code as text, as the portal lists them
     body = {
         "parent": build(row_of(parent.code, is_parent=True)),
         "children": [build(row_of(code, is_parent=False)) for code in children],

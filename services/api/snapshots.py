@@ -1,104 +1,21 @@
-"""Self-evaluation snapshots (indicators.md §5): every unit's scores frozen at an instant, listed, and
-compared with today's recomputation (what changed and why).
-
-Snapshots are taken on demand (``POST /v1/snapshots``) and by ``take_due_snapshots`` on the last day
-of each quarter and before 20/12 (:func:`scheduled_kind` says when).
-"""
+"""Self-evaluation snapshots over HTTP: taken, listed, and compared with the current cards (what
+changed and why). Taking and scheduling them: services/indicators/snapshots.py."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.api import drilldown
-from services.api.queries import policies_in_force, scorecard_for
-from services.api.score_context import load_context
+from services.indicators.cards import policies_in_force
+from services.indicators.snapshots import take_snapshot, unit_cards
 from shared.auth import Principal, admin, reader
-from shared.db.raw import driver_connection, jsonb
+from shared.db.raw import driver_connection
 from shared.problems import Problem
 from shared.runtime import Runtime
 from shared.timeutil import VIETNAM, BadPeriod, current_period, parse_period, utcnow
 
 router = APIRouter(tags=["snapshots"])
-router.include_router(drilldown.router)  # drill-down per component and early warning (issue 4)
-
-SELF_EVALUATION_DAY = (12, 19)  # the last day before 20/12
-
-
-def scheduled_kind(day: dt.date) -> str | None:
-    """Which scheduled snapshot falls on a (Vietnam) day: the quarter's last day, or 19/12."""
-    if (day.month, day.day) == SELF_EVALUATION_DAY:
-        return "year_self_evaluation"
-    if (day + dt.timedelta(days=1)).month != day.month and day.month in (3, 6, 9, 12):
-        return "quarter_end"
-    return None
-
-
-def period_of_kind(kind: str, day: dt.date) -> str:
-    if kind == "year_self_evaluation":
-        return f"{day.year:04d}"
-    if kind == "quarter_end":
-        return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
-    return f"{day.year:04d}-{day.month:02d}"
-
-
-async def unit_cards(runtime: Runtime, apg: asyncpg.Connection, period_key: str, now: dt.datetime) -> dict:
-    """Every unit's scorecard for a period, one context load per root of the tree."""
-    period = parse_period(period_key)
-    tree = runtime.units
-    out = {}
-    roots = [code for code, unit in tree.units.items() if not unit.parent or unit.parent not in tree.units]
-    for root in roots:
-        context = await load_context(apg, tree, root, period, now=now, policy=runtime.settings.policy,
-                                     calendar=runtime.calendar)
-        for code in tree.subtree(root):
-            inputs = context.inputs_for(code)
-            card = scorecard_for(dict(inputs.counts), runtime.settings, runtime.calendar.seconds_per_day, "portal",
-                                 inputs=inputs)
-            out[code] = {**card.as_dict(), "counters": dict(inputs.counts)}
-    return out
-
-
-async def take_snapshot(runtime: Runtime, *, period: str, kind: str, label: str | None,
-                        now: dt.datetime | None = None) -> dict:
-    now = now or utcnow()
-    async with runtime.engine.begin() as conn:
-        apg = await driver_connection(conn)
-        cards = await unit_cards(runtime, apg, period, now)
-        snapshot_id = await apg.fetchval(
-            "INSERT INTO snapshots (period, label, kind, taken_at, policies) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            period, label, kind, now, jsonb(policies_in_force(runtime.settings)),
-        )
-        await apg.execute(
-            """INSERT INTO snapshot_scores (snapshot_id, unit_code, total, body)
-               SELECT $1, u, t, b FROM unnest($2::text[], $3::numeric[], $4::jsonb[]) AS x(u, t, b)""",
-            snapshot_id, list(cards), [card["total"]["score"] for card in cards.values()],
-            [jsonb(card) for card in cards.values()],
-        )
-    return {"id": snapshot_id, "period": period, "kind": kind, "label": label,
-            "taken_at": now.astimezone(VIETNAM).isoformat(), "units": len(cards)}
-
-
-async def take_due_snapshots(runtime: Runtime, now: dt.datetime | None = None) -> list[dict]:
-    """Take today's scheduled snapshot if one is due and not yet taken (for a periodic task)."""
-    now = now or utcnow()
-    day = now.astimezone(VIETNAM).date()
-    kind = scheduled_kind(day)
-    if kind is None:
-        return []
-    period = period_of_kind(kind, day)
-    async with runtime.engine.connect() as conn:
-        apg = await driver_connection(conn)
-        start = dt.datetime(day.year, day.month, day.day, tzinfo=VIETNAM)
-        taken = await apg.fetchval(
-            "SELECT count(*) FROM snapshots WHERE kind = $1 AND period = $2 AND taken_at >= $3",
-            kind, period, start,
-        )
-    if taken:
-        return []
-    return [await take_snapshot(runtime, period=period, kind=kind, label=None, now=now)]
+router.include_router(drilldown.router)  # drill-down per component and early warning
 
 
 @router.post("/v1/snapshots", summary="Freeze every unit's scores for a period now (on demand)")
@@ -178,7 +95,7 @@ async def compare_snapshot(request: Request, snapshot_id: int = Path(ge=1, le=2*
             "SELECT unit_code, body FROM snapshot_scores WHERE snapshot_id = $1 AND ($2::text IS NULL OR unit_code = $2)",
             snapshot_id, unit,
         )
-        cards = await unit_cards(runtime, apg, snap["period"], utcnow())
+    cards = await unit_cards(runtime, snap["period"])
     units = []
     for r in sorted(rows, key=lambda r: r["unit_code"]):
         current = cards.get(r["unit_code"])

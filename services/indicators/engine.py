@@ -70,6 +70,7 @@ class ApplyResult:
     dossiers: int = 0
     counter_rows: int = 0
     parked: dict[str, str] = field(default_factory=dict)  # dossier code -> error, of those parked now
+    touched: frozenset[tuple[str, str]] = frozenset()  # (unit, stored period) of the counter rows moved
 
 
 def describe_error(exc: BaseException) -> str:
@@ -303,16 +304,18 @@ class IndicatorEngine:
                 failed[code] = describe_error(exc)
                 continue
             moves[code] = (old.get(code), contribution, row)
-        written = await self._write_moves(conn, moves, failed)
+        touched: set[tuple[str, str]] = set()
+        written = await self._write_moves(conn, moves, failed, touched)
         if failed:
-            written += await self._park(conn, failed, {code: old.get(code) for code in failed}, histories)
+            written += await self._park(conn, failed, {code: old.get(code) for code in failed}, histories, touched)
         unparked = sorted(parked_before - set(failed))
         if unparked:
             await conn.execute("DELETE FROM parked_dossiers WHERE dossier_code = ANY($1::text[])", unparked)
         DOSSIERS_RECOMPUTED.inc(len(moves))
-        return ApplyResult(dossiers=len(moves), counter_rows=written, parked=failed)
+        return ApplyResult(dossiers=len(moves), counter_rows=written, parked=failed, touched=frozenset(touched))
 
-    async def _write_moves(self, conn: asyncpg.Connection, moves: dict, failed: dict[str, str]) -> int:
+    async def _write_moves(self, conn: asyncpg.Connection, moves: dict, failed: dict[str, str],
+                           touched: set[tuple[str, str]]) -> int:
         """Write the dossiers' rows and their counter changes: all at once, in a savepoint; if PostgreSQL
         refuses a value, one dossier at a time, each in its own savepoint, parking (into ``failed``) those
         it refuses."""
@@ -324,7 +327,7 @@ class IndicatorEngine:
         try:
             async with conn.transaction():
                 await self._write_dossiers(conn, [row for _, _, row in moves.values()])
-                return await write_counter_delta(conn, delta)
+                return await write_counter_delta(conn, delta, touched)
         except DOSSIER_DATA_ERRORS:
             log.warning("a batch's dossier rows were refused; writing them one by one", exc_info=True)
         written = 0
@@ -334,13 +337,13 @@ class IndicatorEngine:
             try:
                 async with conn.transaction():
                     await self._write_dossiers(conn, [row])
-                    written += await write_counter_delta(conn, one)
+                    written += await write_counter_delta(conn, one, touched)
             except DOSSIER_DATA_ERRORS as exc:
                 failed[code] = describe_error(exc)
         return written
 
     async def _park(self, conn: asyncpg.Connection, failed: dict[str, str], old: dict[str, Contribution | None],
-                    histories: dict[str, list[HistoryEvent]]) -> int:
+                    histories: dict[str, list[HistoryEvent]], touched: set[tuple[str, str]]) -> int:
         """Take the failed dossiers out of the counters and the dossiers table, and keep why."""
         delta = CounterDelta()
         for code in failed:
@@ -352,7 +355,7 @@ class IndicatorEngine:
             log.error("dossier parked: its events could not be applied",
                       extra={"dossier": code, "error": failed[code]})
         DOSSIERS_PARKED.inc(len(codes))
-        return await write_counter_delta(conn, delta)
+        return await write_counter_delta(conn, delta, touched)
 
     def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None,
                      history: list[HistoryEvent]):
@@ -394,8 +397,10 @@ class IndicatorEngine:
         await copy_to_stage(conn, "stage_dossiers", DOSSIER_STAGE, rows)
         await conn.execute(_UPSERT_DOSSIERS)
 
-    async def sweep_deadlines(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 20000) -> int:
-        """Open dossiers whose deadline the clock has crossed, with no event, turn overdue now."""
+    async def sweep_deadlines(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 20000,
+                              touched: set[tuple[str, str]] | None = None) -> int:
+        """Open dossiers whose deadline the clock has crossed, with no event, turn overdue now (``touched``
+        gets the (unit, period) of the counter rows moved)."""
         rows = await conn.fetch(
             """SELECT dossier_code, contribution FROM dossiers
                WHERE deadline IS NOT NULL AND NOT deadline_passed AND deadline < $1
@@ -422,14 +427,14 @@ class IndicatorEngine:
             codes,
             contributions,
         )
-        await write_counter_delta(conn, delta)
+        await write_counter_delta(conn, delta, touched)
         DEADLINES_CROSSED.inc(len(codes))
         return len(codes)
 
-
-    async def sweep_open_steps(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 5000) -> int:
+    async def sweep_open_steps(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 5000,
+                               touched: set[tuple[str, str]] | None = None) -> int:
         """Dossiers with a step still open whose deadline the clock has crossed, with no event: re-derived
-        now, so their overdue steps count it."""
+        now, so their overdue steps count it (``touched`` as in :meth:`sweep_deadlines`)."""
         codes = await conn.fetch(
             """SELECT dossier_code FROM dossiers WHERE step_deadline < $1
                ORDER BY dossier_code LIMIT $2 FOR UPDATE SKIP LOCKED""",
@@ -438,7 +443,9 @@ class IndicatorEngine:
         )
         if not codes:
             return 0
-        await self.recompute(conn, [], now, {r["dossier_code"]: [] for r in codes})
+        result = await self.recompute(conn, [], now, {r["dossier_code"]: [] for r in codes})
+        if touched is not None:
+            touched.update(result.touched)
         return len(codes)
 
 
@@ -465,10 +472,14 @@ async def write_parked(conn: asyncpg.Connection, parked: dict[str, ParkedEntry])
     )
 
 
-async def write_counter_delta(conn: asyncpg.Connection, delta: CounterDelta) -> int:
+async def write_counter_delta(conn: asyncpg.Connection, delta: CounterDelta,
+                              touched: set[tuple[str, str]] | None = None) -> int:
+    """Add the delta to the counters; returns the rows written (``touched`` gets their (unit, period))."""
     changes = delta.rows()
     if not changes:
         return 0
+    if touched is not None:
+        touched.update((row[0], row[1]) for row in changes)
     await copy_to_stage(conn, "stage_counters", COUNTER_STAGE, changes)
     # In primary-key order, the order every writer locks rows in: concurrent workers cannot deadlock.
     await conn.execute(

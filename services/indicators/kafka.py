@@ -46,12 +46,12 @@ import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
 
+from services.indicators.cards import counters_moved
 from services.indicators.engine import IndicatorEngine, history_event_of
 from services.indicators.rules.dossier import HistoryEvent
 from services.ingest.intake import Item, check_items
 from services.ingest.ownership import claim_owners
 from services.ingest.store import ACCEPTED, CONFLICT, DeadLetter, store_dead_letters, store_events
-from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection
 from shared.kafka import (
@@ -634,9 +634,7 @@ class KafkaApplier:
                     )
                     if not moved:
                         raise Fenced(tp)
-                await self.engine.recompute(apg, [], utcnow(), arrived)
-                if arrived:
-                    await announce_change(apg)
+                result = await self.engine.recompute(apg, [], utcnow(), arrived)
                 if letters:
                     await self._produce_dead_letters(letters, decoded, checks)
                     await store_dead_letters(apg, letters)
@@ -650,7 +648,7 @@ class KafkaApplier:
                 stored.set()  # (failed before its events were stored: the next batch need not wait)
             if locked:
                 self.lock.release()
-        self.runtime.data_changed()
+        await counters_moved(self.runtime, result.touched)
         return counts
 
     async def _produce_dead_letters(self, letters: list[DeadLetter], decoded: list[Decoded], checks: list) -> None:

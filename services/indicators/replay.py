@@ -29,6 +29,7 @@ import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+from services.indicators.cards import counters_moved, feeds_moved
 from services.indicators.engine import (
     DOSSIER_COLUMNS,
     DOSSIER_DATA_ERRORS,
@@ -42,7 +43,6 @@ from services.indicators.engine import (
 )
 from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, total_counts
 from services.indicators.rules.dossier import HistoryEvent
-from shared.db.notify import announce_change
 from shared.db.raw import driver_connection
 from shared.process import tune_garbage_collector
 from shared.runtime import Runtime
@@ -232,6 +232,7 @@ async def rebuild(
         status = await apg.execute(f"INSERT INTO counters ({', '.join(COUNTER_COLUMNS)}) {_SUMMED_IN_KEY_ORDER}")
         result.counter_rows = int(status.split()[-1])
         await _keep_parked(apg, result.parked)
+    await feeds_moved(runtime)  # every card
     return result
 
 
@@ -253,8 +254,7 @@ async def reapply(runtime: Runtime, engine: IndicatorEngine, codes: list[str] | 
         if codes is None:
             codes = [r[0] for r in await apg.fetch("SELECT dossier_code FROM parked_dossiers ORDER BY dossier_code")]
         result = await engine.recompute(apg, codes, now or utcnow())
-        await announce_change(apg)
-    runtime.data_changed()
+    await counters_moved(runtime, result.touched)
     return result
 
 
@@ -268,7 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _main(args) -> int:
-    from services.app import build_runtime
+    from shared.runtime import build_runtime
     from shared.settings import get_settings
 
     settings = get_settings()

@@ -13,9 +13,10 @@ import datetime as dt
 import logging
 import time
 
+from services.indicators.cards import counters_moved, record_daily_scores, refresh_marked
 from services.indicators.engine import IndicatorEngine, history_event
 from services.indicators.rules.dossier import HistoryEvent
-from shared.db.notify import announce_change
+from services.indicators.snapshots import take_due_snapshots
 from shared.db.raw import driver_connection
 from shared.metrics import (
     APPLY_BATCH_SIZE,
@@ -63,9 +64,8 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
         arrived: dict[str, list[HistoryEvent]] = {}
         for row in rows:
             arrived.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
-        await engine.recompute(apg, [], now or utcnow(), arrived)
-        await announce_change(apg)
-    runtime.data_changed()
+        result = await engine.recompute(apg, [], now or utcnow(), arrived)
+    await counters_moved(runtime, result.touched)
     APPLY_SECONDS.observe(time.perf_counter() - started)
     APPLY_BATCH_SIZE.observe(len(rows))
     EVENTS_APPLIED.inc(len(rows))
@@ -79,12 +79,10 @@ async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
             return 0
         now = utcnow()
-        crossed = await engine.sweep_deadlines(apg, now)
-        crossed += await engine.sweep_open_steps(apg, now)
-        if crossed:
-            await announce_change(apg)
-    if crossed:
-        runtime.data_changed()
+        touched: set[tuple[str, str]] = set()
+        crossed = await engine.sweep_deadlines(apg, now, touched=touched)
+        crossed += await engine.sweep_open_steps(apg, now, touched=touched)
+    await counters_moved(runtime, touched)
     return crossed
 
 
@@ -114,8 +112,6 @@ async def take_scheduled_snapshot(runtime: Runtime, now: dt.datetime | None = No
     now = now or utcnow()
     if at is None or now.astimezone(VIETNAM).time() < at:
         return []
-    from services.api.snapshots import take_due_snapshots  # the read side knows how to score every unit
-
     async with runtime.engine.begin() as conn:  # one process at a time decides and takes it
         apg = await driver_connection(conn)
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", SNAPSHOT_LOCK):
@@ -124,13 +120,6 @@ async def take_scheduled_snapshot(runtime: Runtime, now: dt.datetime | None = No
     for snapshot in taken:
         log.info("scheduled snapshot taken", extra={"snapshot": snapshot.get("id"), "period": snapshot.get("period")})
     return taken
-
-
-async def record_daily_scores(runtime: Runtime) -> int:
-    """Today's row of the score history for every unit (the read side knows how to score them)."""
-    from services.api.history import record_daily_scores as record
-
-    return await record(runtime)
 
 
 class QueueWorker:
@@ -150,6 +139,7 @@ class QueueWorker:
         self._progress_at = time.monotonic()
         self._oldest_pending_at: dt.datetime | None = None
         self._last_daily = time.monotonic()  # when today's score history was last recorded (first: an interval in)
+        self._last_full_refresh = float("-inf")
 
     def start(self, *, apply_queue: bool = True) -> None:
         if apply_queue:
@@ -157,6 +147,7 @@ class QueueWorker:
             self._tasks.append(asyncio.create_task(self._apply_loop(), name="dvc766-apply"))
             watch_applier(self)
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="dvc766-sweep"))
+        self._tasks.append(asyncio.create_task(self._cards_loop(), name="dvc766-cards"))
 
     def stalled_seconds(self) -> float:
         return time.monotonic() - self._progress_at if self.applies_queue else 0.0
@@ -196,6 +187,19 @@ class QueueWorker:
             if applied < settings.apply_batch_size:
                 self._oldest_pending_at = None  # the queue was drained (or another worker holds it)
                 await self._wait_for_events(settings.apply_idle_poll_seconds)
+
+    async def _cards_loop(self) -> None:
+        """Recompute the score cards marked out of date, and now and then every card."""
+        settings = self.runtime.settings
+        while not self._stopping.is_set():
+            everything = time.monotonic() - self._last_full_refresh >= settings.score_card_full_refresh_seconds
+            try:
+                await refresh_marked(self.runtime, everything=everything)
+                if everything:
+                    self._last_full_refresh = time.monotonic()
+            except Exception:
+                log.exception("refreshing the score cards failed; will retry")
+            await self._sleep(settings.score_card_refresh_seconds)
 
     async def _sweep_loop(self) -> None:
         interval = self.runtime.settings.sweep_interval_seconds

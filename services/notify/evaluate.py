@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from services.api.score_context import load_context
+from services.indicators.score_context import load_context
 from services.indicators.rules.scoring import score_inputs
 from services.indicators.rules.targets import (
     TargetDef,

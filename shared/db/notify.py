@@ -1,13 +1,8 @@
-"""Processes learn at once what another process committed (PostgreSQL LISTEN/NOTIFY).
+"""An indicators worker wakes as soon as another process queues events (PostgreSQL LISTEN/NOTIFY).
 
-``NOTIFY`` is sent inside the committing transaction, so PostgreSQL delivers it at commit and never
-for a rolled-back one. Two channels:
-
-- :data:`CHANNEL` (data changed): the indicators worker, after each applied batch. Every process that
-  serves the API bumps its runtime's ``data_version``: cached scores are recomputed on the next
-  request instead of waiting for their time to live.
-- :data:`EVENTS_QUEUED`: ingest on the database path, after storing events. The indicators worker of
-  another process wakes at once instead of at its next idle poll.
+Ingest on the database path sends ``NOTIFY`` (:data:`EVENTS_QUEUED`) inside the transaction that
+stores the events, so PostgreSQL delivers it at commit and never for a rolled-back one; the worker
+applies at once instead of at its next idle poll.
 """
 
 from __future__ import annotations
@@ -21,13 +16,7 @@ import asyncpg
 from shared.runtime import Runtime
 
 log = logging.getLogger("dvc766.notify")
-CHANNEL = "dvc766_data_changed"
 EVENTS_QUEUED = "dvc766_events_queued"
-
-
-async def announce_change(conn: asyncpg.Connection) -> None:
-    """Inside the caller's transaction: at commit, tell the listening processes that scores may have moved."""
-    await conn.execute(f"NOTIFY {CHANNEL}")
 
 
 async def announce_events_queued(conn: asyncpg.Connection) -> None:
@@ -39,18 +28,12 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-class ChangeListener:
-    """LISTENs until stopped, reconnecting if the connection drops: :data:`CHANNEL` (bumps the runtime's
-    ``data_version``) and, with ``wake_worker``, :data:`EVENTS_QUEUED` (sets ``events_waiting``)."""
+class EventsQueuedListener:
+    """LISTENs to :data:`EVENTS_QUEUED` until stopped (setting the runtime's ``events_waiting``),
+    reconnecting if the connection drops."""
 
-    def __init__(self, runtime: Runtime, *, data_changes: bool = True, wake_worker: bool = False,
-                 keepalive_seconds: float = 10.0) -> None:
+    def __init__(self, runtime: Runtime, *, keepalive_seconds: float = 10.0) -> None:
         self.runtime = runtime
-        self.channels = {}
-        if data_changes:
-            self.channels[CHANNEL] = self._notified
-        if wake_worker:
-            self.channels[EVENTS_QUEUED] = self._events_queued
         self.keepalive_seconds = keepalive_seconds
         self.notifications = 0
         self.listening = asyncio.Event()
@@ -58,7 +41,7 @@ class ChangeListener:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="dvc766-change-listener")
+        self._task = asyncio.create_task(self._run(), name="dvc766-events-listener")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -66,11 +49,8 @@ class ChangeListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _notified(self, *_args) -> None:
-        self.notifications += 1
-        self.runtime.data_changed()
-
     def _events_queued(self, *_args) -> None:
+        self.notifications += 1
         self.runtime.events_waiting.set()
 
     async def _run(self) -> None:
@@ -79,20 +59,17 @@ class ChangeListener:
             try:
                 conn = await asyncpg.connect(libpq_url(self.runtime.database_url),
                                              server_settings={"application_name": "dvc766-listener"})
-                for channel, callback in self.channels.items():
-                    await conn.add_listener(channel, callback)
-                # Whatever happened while nobody listened.
-                self.runtime.data_changed()
-                self.runtime.events_waiting.set()
+                await conn.add_listener(EVENTS_QUEUED, self._events_queued)
+                self.runtime.events_waiting.set()  # whatever was queued while nobody listened
                 self.listening.set()
                 while not self._stopping.is_set():
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), self.keepalive_seconds)
                     if not self._stopping.is_set():
                         await conn.execute("SELECT 1")  # a dropped connection shows here
-            except Exception:  # the store is away: scores fall back to their time to live meanwhile
+            except Exception:  # the store is away: the worker polls meanwhile
                 self.listening.clear()
-                log.warning("change listener lost its connection; reconnecting", exc_info=True)
+                log.warning("events listener lost its connection; reconnecting", exc_info=True)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 2.0)
             finally:

@@ -324,7 +324,7 @@ notification_states = Table(
 )
 
 # The score history (migration 20261204_2310): a unit's score of a period at the end of each day, written by the
-# indicators side (services/api/history.py: record_daily_scores); a day's row stops changing with the day.
+# indicators side (services/indicators/cards.py); a day's row stops changing with the day.
 daily_scores = Table(
     "daily_scores",
     metadata,
@@ -335,4 +335,31 @@ daily_scores = Table(
     Column("rating", Text, nullable=False),
     Column("groups", JSONB, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# The score projection (services/indicators/cards.py): each unit's score for a period and layout as the
+# API serves it, refreshed by the indicators side whenever its inputs move.
+score_cards = Table(
+    "score_cards",
+    metadata,
+    Column("unit_code", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("layout", String(16), primary_key=True),
+    Column("inputs_key", Text, nullable=False),  # the policy and calendar the card was computed under
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Column("total", Numeric(6, 2), nullable=False),
+    Column("etag", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),  # the JSON answer of GET /v1/scores/{unit}
+    Column("summary", LargeBinary, nullable=False),  # the JSON league-table row
+    Column("counts", JSONB, nullable=False),  # the subtree's dossier counters
+)
+
+# When the inputs of a unit's cards of a period last moved (services/indicators/cards.py): a card
+# computed before that is out of date.
+score_marks = Table(
+    "score_marks",
+    metadata,
+    Column("unit_code", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
 )

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from services.api.snapshots import scheduled_kind
+from services.indicators.snapshots import scheduled_kind
 from shared.timeutil import VIETNAM, utcnow
 from tests.conftest import ADMIN_KEY, READER_KEY, auth, drain
 from tests.integration.test_full_score import CATALOGUE, load

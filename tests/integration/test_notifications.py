@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from services.app import build_runtime
+from services.indicators.cards import counters_moved
 from services.indicators.engine import IndicatorEngine
 from services.notify.notifier import Notifier
 from shared.db.raw import driver_connection
@@ -367,11 +368,12 @@ async def test_a_step_still_open_past_its_deadline_counts_with_no_event(app_clie
         assert (score["counters"]["steps"], score["counters"]["overdue_steps"]) == (1, 0)
 
         clock.now = vn(14, 9)
+        touched: set = set()
         async with runtime.engine.begin() as conn:
-            assert await engine.sweep_open_steps(await driver_connection(conn), clock.now) == 1
+            assert await engine.sweep_open_steps(await driver_connection(conn), clock.now, touched=touched) == 1
         async with runtime.engine.begin() as conn:  # done: nothing left to sweep for it
             assert await engine.sweep_open_steps(await driver_connection(conn), clock.now) == 0
-        runtime.data_changed()  # what the worker's sweep does after a crossing (cached scores are stale)
+        await counters_moved(runtime, touched)  # what the worker's sweep does after a crossing
         score = (await app_client.get("/v1/scores/H44.07", params={"period": "2030-03"}, headers=auth(READER_KEY))).json()
         assert (score["counters"]["steps"], score["counters"]["overdue_steps"]) == (1, 1)
         assert await notifier.evaluate_once() == 1

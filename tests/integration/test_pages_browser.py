@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from playwright.async_api import async_playwright
 
-from services.app import create_app, served
+from services.app import create_app
 from tests.conftest import READER_KEY, auth
 from tests.support.database import truncate_event_tables
 from tests.support.pages import PERIOD, load_month
@@ -58,7 +58,7 @@ async def site(runtime):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(served(app), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.05)

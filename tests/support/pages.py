@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from services.api.history import record_daily_scores
+from services.indicators.cards import record_daily_scores
 from shared.timeutil import VIETNAM, utcnow
 from tests.conftest import ADMIN_KEY, ROOT, auth, drain
 from tests.support.events import event, vn

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -29,6 +30,23 @@ from shared.timeutil import Period
 from shared.units import UnitTree
 
 PER_PROCEDURE_METRICS = sorted(c.PROCEDURE_METRICS)  # the only metrics counted per procedure
+
+
+async def unit_counts(conn: asyncpg.Connection, units: Iterable[str], period: str) -> dict[str, dict[str, int]]:
+    """All-procedure counters of each unit (its own dossiers only) for one period: the sums of the rows
+    the period is stored as (its months, and a quarter's or year's own corrections: rules/counters.py)."""
+    rows = await conn.fetch(
+        """SELECT unit_code, metric, sum(value)::bigint AS value FROM counters
+           WHERE unit_code = ANY($1::text[]) AND period = ANY($2::text[]) AND procedure_code = $3
+           GROUP BY unit_code, metric HAVING sum(value) <> 0""",
+        list(units),
+        list(c.stored_periods(period)),
+        c.ALL_PROCEDURES,
+    )
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        out[row["unit_code"]][row["metric"]] = row["value"]
+    return out
 
 
 def entry_of(row) -> CatalogueEntry:
@@ -62,6 +80,28 @@ async def catalogue_as_of(apg: asyncpg.Connection, units: list[str], instant: dt
         instant,
     )
     return {(r["unit_code"], r["procedure_code"]): entry_of(r) for r in rows if not r["removed"]}
+
+
+# The catalogue as of an instant for a set of units, by the catalogue's version: every card refresh
+# needs it, it changes only when a catalogue is loaded, and reading it costs about a second for a
+# province's catalogue (tens of thousands of versions).
+_CATALOGUES: dict[tuple, tuple[tuple, dict]] = {}
+_CATALOGUES_KEPT = 32
+
+
+async def catalogue_by_version(apg: asyncpg.Connection, units: list[str], instant: dt.datetime) -> dict:
+    # Every write of a version sets its loaded_at: the sum of them (in µs) moves with any write.
+    version = tuple(await apg.fetchrow(
+        "SELECT count(*), sum((extract(epoch FROM loaded_at) * 1000000)::bigint) FROM procedures"))
+    key = (tuple(sorted(units)), instant)
+    kept = _CATALOGUES.get(key)
+    if kept is not None and kept[0] == version:
+        return kept[1]
+    entries = await catalogue_as_of(apg, units, instant)
+    if len(_CATALOGUES) >= _CATALOGUES_KEPT:
+        _CATALOGUES.pop(next(iter(_CATALOGUES)))
+    _CATALOGUES[key] = (version, entries)
+    return entries
 
 
 @dataclass
@@ -167,14 +207,12 @@ async def load_context(
 ) -> ScoreContext:
     """``catalogue=False``: the catalogue's components (1.1–1.3, 3.1, 3.2, 3.4, 3.5, 4.6) are left without
     data, for a reader that needs none of them (the notifier's targets on dossier components)."""
-    from services.api.queries import unit_counts
-
     units = list(tree.subtree(root))
     if per_unit is None:
         per_unit = await unit_counts(apg, units, period.key)
     ctx = ScoreContext(tree=tree, period=period, now=now, policy=policy, calendar=calendar, per_unit=per_unit)
     ctx.e_copy_known = any(u.e_certified_copy is not None for u in tree.units.values())
-    ctx.catalogue = await catalogue_as_of(apg, units, period.end) if catalogue else {}
+    ctx.catalogue = await catalogue_by_version(apg, units, period.end) if catalogue else {}
     if ctx.catalogue:
         rows = await apg.fetch(
             """SELECT unit_code, procedure_code, metric, sum(value)::bigint AS value FROM counters
