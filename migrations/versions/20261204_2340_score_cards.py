@@ -1,8 +1,8 @@
 """Score cards: each unit's score per period and layout, kept current by the indicators side, and the
 marks of the cards whose inputs moved.
 
-Revision ID: 20261204_2320
-Revises: 20261204_2310
+Revision ID: 20261204_2340
+Revises: 20261204_2330
 Create Date: 2026-12-04
 """
 
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "20261204_2320"
-down_revision = "20261204_2310"
+revision = "20261204_2340"
+down_revision = "20261204_2330"
 branch_labels = None
 depends_on = None
 
