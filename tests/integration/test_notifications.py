@@ -396,3 +396,35 @@ async def test_a_target_reads_the_same_numbers_as_the_score(app_client):
     assert values["tdgq"] == next(g["score"] for g in score["groups"] if g["code"] == "TDGQ")
     c21 = next(c for g in score["groups"] for c in g["components"] if c["id"] == "2.1")
     assert values["c21"] == c21["ratio"] == round(100 * 2 / 3, 2)  # the open one still in time (real clock: 2026)
+
+
+async def test_the_indicators_role_runs_the_notifier_loop(app_client, settings):
+    """The loop as dvc766 serve and dvc766 indicators run it (real clock): a late dossier applied by the
+    role's worker is announced to the receiver with no call from the test."""
+    import asyncio
+    import dataclasses
+
+    from services.app import create_app
+
+    runtime = app_client.app.state.runtime
+    quick = settings.model_copy(update={"notify": NotifySettings(evaluate_interval_seconds=0.2,
+                                                                 deliver_poll_seconds=0.1)})
+    now = utcnow()
+    with Receiver() as receiver:
+        await put(app_client, "/v1/webhooks", [{"id": "province", "url": receiver.url, "secret": SECRET,
+                                                "events": TARGET_EVENTS}])
+        await put(app_client, "/v1/targets", [{"id": "ontime-98", "unit": "H44.03", "metric": "2.1", "min": 98.0,
+                                               "period": "year"}])
+        late_now = [event("LIVE", 2, now - dt.timedelta(minutes=3), unit="H44.03",
+                          due_at=now - dt.timedelta(minutes=2)),
+                    event("LIVE", 9, now - dt.timedelta(minutes=1), unit="H44.03")]
+        response = await app_client.post("/v1/events", json=late_now, headers=auth(ADMIN_KEY))
+        assert response.json()["accepted"] == 2
+        indicators = create_app(("indicators",), runtime=dataclasses.replace(runtime, settings=quick))
+        async with indicators.router.lifespan_context(indicators):
+            for _ in range(200):  # the loop runs every 0.2 s; give it up to 20 s on a loaded machine
+                if receiver.received:
+                    break
+                await asyncio.sleep(0.1)
+    [delivery] = [verified(r) for r in receiver.received]
+    assert (delivery["event"], delivery["data"]["unit"], delivery["data"]["value"]) == ("target.at_risk", "H44.03", 0.0)
