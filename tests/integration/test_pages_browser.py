@@ -149,7 +149,8 @@ async def shot(page, name: str, viewport, *, start: str | None = None) -> None:
     if start:
         top = int(await page.locator(start).evaluate("e => e.getBoundingClientRect().top + window.scrollY"))
     clip = {"x": 0, "y": top, "width": viewport["width"], "height": min(height - top, 2600)}
-    await page.screenshot(path=SHOTS / f"{name}-{kind}.png", full_page=True, clip=clip)
+    # A 10,000 px page on a 2-core machine shared with other test runs can take long to paint.
+    await page.screenshot(path=SHOTS / f"{name}-{kind}.png", full_page=True, clip=clip, timeout=120_000)
 
 
 async def text_of(page, key: str) -> str:
