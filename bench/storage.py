@@ -1,0 +1,105 @@
+"""Storage per million events: what the live path leaves in PostgreSQL, per table, with dead space.
+
+    .venv/bin/python bench/storage.py [--scale 0.1] [--label NAME] [--table-options "dossiers:fillfactor=70"]
+
+Posts a simulated province-month (``--scale`` of Phú Thọ's August 2026) to a `dvc766 serve` on a fresh
+database over HTTP (the database path: each event stored, queued, applied; each dossier row rewritten
+per applied event), waits until the queue is empty, then reads every table's total size (heap, TOAST,
+indexes) and its live and dead tuples, before and after a plain VACUUM (which makes dead space
+reusable without giving it back). Figures are scaled to one million accepted events.
+``--table-options`` sets storage parameters on a table before loading (an experiment, not a migration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from common import Service, base_parser, fresh_database, json_batches, post_batches, report, simulated_events
+
+TABLES_SQL = """
+SELECT c.relname AS table, pg_total_relation_size(c.oid) AS total_bytes, pg_relation_size(c.oid) AS heap_bytes,
+       pg_indexes_size(c.oid) AS index_bytes, s.n_live_tup AS live, s.n_dead_tup AS dead
+FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC
+"""
+
+
+async def sizes(url: str, *, vacuum: bool = False) -> list[dict]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        if vacuum:
+            await conn.execute("VACUUM")
+        await conn.execute("ANALYZE")
+        await asyncio.sleep(1.0)  # the statistics collector's view catches up
+        return [dict(r) for r in await conn.fetch(TABLES_SQL)]
+    finally:
+        await conn.close()
+
+
+async def execute(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def wait_applied(url: str, timeout: float) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(*) FROM pending_events"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("events still queued")
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+def per_million(rows: list[dict], events: int, label: str) -> list[dict]:
+    out = []
+    for r in rows:
+        if r["total_bytes"] < 64 * 1024:
+            continue
+        out.append({
+            "label": label, "table": r["table"], "MB_per_M_events": round(r["total_bytes"] / events, 1),
+            "heap_MB": round(r["heap_bytes"] / events, 1), "index_MB": round(r["index_bytes"] / events, 1),
+            "dead_share": round(r["dead"] / max(1, r["live"] + r["dead"]), 3), "live_rows": r["live"],
+        })
+    total = sum(r["total_bytes"] for r in rows)
+    out.append({"label": label, "table": "ALL", "MB_per_M_events": round(total / events, 1)})
+    return out
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.1, help="simulated province scale (default 0.1)")
+    parser.add_argument("--table-options", action="append", default=[],
+                        help="TABLE:PARAM=VALUE[,PARAM=VALUE] storage parameters set before loading")
+    args = parser.parse_args()
+    lines = simulated_events(args.scale)
+    with fresh_database("dvc766_bench_storage") as url:
+        for option in args.table_options:
+            table, params = option.split(":", 1)
+            asyncio.run(execute(url, f"ALTER TABLE {table} SET ({params})"))
+        with Service("serve", url, env={"DVC766_SWEEP_INTERVAL_SECONDS": "3600"}) as service:
+            posted = asyncio.run(post_batches(service.base_url, json_batches(lines), concurrency=2))
+            asyncio.run(wait_applied(url, timeout=1800))
+        accepted = posted["accepted"]
+        loaded = per_million(asyncio.run(sizes(url)), accepted, f"{args.label or 'run'} loaded")
+        vacuumed = per_million(asyncio.run(sizes(url, vacuum=True)), accepted, f"{args.label or 'run'} vacuumed")
+    name = f"storage{'-' + args.label if args.label else ''}"
+    report(name, loaded + vacuumed, {"events_posted": posted["events"], "accepted": accepted,
+                                     "post_seconds": round(posted["seconds"], 1)},
+           title="Storage per million accepted events (MB)")
+
+
+if __name__ == "__main__":
+    main()
