@@ -12,7 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from services.indicators.score_context import catalogue_as_of
-from services.indicators.rules.catalogue import CatalogueEntry
+from services.indicators.rules.catalogue import (
+    CatalogueEntry,
+    counts_by_field,
+    entry_per_procedure,
+    field_code_of,
+)
 from services.indicators.rules import counters as c
 from services.indicators.rules.scoring import COMPONENTS_BY_ID, dossier_measures, score_component
 from shared.auth import Principal, reader
@@ -26,7 +31,6 @@ router = APIRouter(tags=["scores"])
 
 TABLE_METRICS = sorted({c.RECEIVED, c.ON_TIME, c.OVERDUE, c.COMPLETED, c.PROCESSING_WORKING_SECONDS,
                         c.RECEIVED_BY_CHANNEL[2], c.SUPPLEMENT_REQUESTS, c.DOSSIERS_TWO_PLUS_SUPPLEMENTS})
-NO_FIELD = ""  # procedures the catalogue does not place in a field
 
 
 class BreakdownRow(BaseModel):
@@ -109,18 +113,15 @@ class Tables:
         return rows
 
     def fields(self) -> list[BreakdownRow]:
-        fields: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         names: dict[str, str | None] = {}
         members: dict[str, int] = defaultdict(int)
-        for code, counts in self.per_procedure.items():
+        for code in self.per_procedure:
             entry = self.entries.get(code)
-            field = (entry.field_code if entry else None) or NO_FIELD
+            field = field_code_of(entry)
             names.setdefault(field, entry.field_name if entry else None)
             members[field] += 1
-            for metric, value in counts.items():
-                fields[field][metric] += value
-        rows = [row_of(code, dict(counts), self.seconds_per_day, name=names.get(code), procedures=members[code])
-                for code, counts in fields.items()]
+        rows = [row_of(code, counts, self.seconds_per_day, name=names.get(code), procedures=members[code])
+                for code, counts in counts_by_field(self.per_procedure, self.entries).items()]
         return sorted(rows, key=lambda r: (-r.received, r.code))
 
 
@@ -130,10 +131,7 @@ async def load_tables(runtime: Runtime, unit_code: str, period: Period) -> Table
         apg = await driver_connection(conn)
         per_procedure = await procedure_counts(apg, units, period)
         catalogue = await catalogue_as_of(apg, units, period.end)
-    entries: dict[str, CatalogueEntry] = {}
-    for (_, procedure), entry in sorted(catalogue.items()):
-        entries.setdefault(procedure, entry)
-    return Tables(per_procedure, entries, runtime.calendar.seconds_per_day)
+    return Tables(per_procedure, entry_per_procedure(catalogue), runtime.calendar.seconds_per_day)
 
 
 async def _answer(request: Request, unit_code: str, period: str | None, by: str) -> Breakdown:

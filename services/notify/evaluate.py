@@ -13,14 +13,17 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from services.indicators.score_context import load_context
+from services.indicators.rules.catalogue import counts_by_field, entry_per_procedure, field_code_of
+from services.indicators.score_context import ScoreContext, load_context
 from services.indicators.rules.scoring import score_inputs
 from services.indicators.rules.targets import (
     TargetDef,
+    field_metric_value,
     metric_value,
     needs_catalogue,
     period_closed,
     project_counts,
+    project_field_counts,
     status_of,
     units_bound,
     valid_for,
@@ -64,16 +67,36 @@ async def load_targets(apg: asyncpg.Connection) -> list[TargetDef]:
     return [target_of(dict(r["definition"])) for r in rows]
 
 
-async def _turning(apg: asyncpg.Connection, units: list[str], period: Period) -> dict[str, int]:
-    """Per unit: open dossiers of the period still in time whose deadline falls before its end."""
+async def _turning(apg: asyncpg.Connection, units: list[str], period: Period) -> dict[tuple[str, str], int]:
+    """Per unit and procedure: open dossiers of the period still in time whose deadline falls before its end."""
     rows = await apg.fetch(
-        """SELECT unit_code, count(*) AS n FROM dossiers
+        """SELECT unit_code, procedure_code, count(*) AS n FROM dossiers
            WHERE unit_code = ANY($1::text[]) AND received_month = ANY($2::text[]) AND ended_at IS NULL
              AND overdue_fixed IS NULL AND deadline IS NOT NULL AND NOT deadline_passed AND deadline < $3
-           GROUP BY unit_code""",
+           GROUP BY unit_code, procedure_code""",
         units, period.months(), period.end,
     )
-    return {r["unit_code"]: r["n"] for r in rows}
+    return {(r["unit_code"], r["procedure_code"]): r["n"] for r in rows}
+
+
+def _field_value(context: ScoreContext, turning: dict[tuple[str, str], int], target: TargetDef, code: str,
+                 seconds_per_day: int) -> tuple[float | None, float | None, int]:
+    """A target per field for one unit: the value and projection of its subtree's dossiers of procedures in
+    the field (grouped as the per-field table groups them), and the dossiers the projection turns overdue."""
+    members = set(context.tree.subtree(code))
+    per_procedure: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (unit, procedure), counts in context.per_procedure.items():
+        if unit in members:
+            for metric, value in counts.items():
+                per_procedure[procedure][metric] += value
+    entries = entry_per_procedure({key: e for key, e in context.catalogue.items() if key[0] in members})
+    counts = counts_by_field(per_procedure, entries).get(target.field, {})
+    turns = sum(n for (unit, procedure), n in turning.items()
+                if unit in members and field_code_of(entries.get(procedure)) == target.field)
+    value = field_metric_value(target.metric, counts, seconds_per_day=seconds_per_day)
+    projected = field_metric_value(target.metric, project_field_counts(counts, turns),
+                                   seconds_per_day=seconds_per_day) if turns else value
+    return value, projected, turns
 
 
 async def evaluate(runtime: Runtime, apg: asyncpg.Connection, wanted: list[tuple[TargetDef, Period]],
@@ -103,7 +126,8 @@ async def evaluate(runtime: Runtime, apg: asyncpg.Connection, wanted: list[tuple
             if code not in cards:
                 inputs = context.inputs_for(code)
                 card = score_inputs(inputs, policy, seconds_per_day=seconds_per_day)
-                turns = sum(turning.get(m, 0) for m in tree.subtree(code))
+                members = set(tree.subtree(code))
+                turns = sum(n for (unit, _), n in turning.items() if unit in members)
                 projected_card = card
                 if turns:
                     projected_inputs = replace(inputs, counts=project_counts(inputs.counts, turns))
@@ -116,9 +140,12 @@ async def evaluate(runtime: Runtime, apg: asyncpg.Connection, wanted: list[tuple
             for code in units_bound(target, subtree, levels):
                 if only_unit is not None and code != only_unit:
                     continue
-                counts, card, projected_counts, projected_card, turns = scored(code)
-                value = metric_value(target.metric, card, counts)
-                projected = metric_value(target.metric, projected_card, projected_counts)
+                if target.field:
+                    value, projected, turns = _field_value(context, turning, target, code, seconds_per_day)
+                else:
+                    counts, card, projected_counts, projected_card, turns = scored(code)
+                    value = metric_value(target.metric, card, counts)
+                    projected = metric_value(target.metric, projected_card, projected_counts)
                 results.append(TargetResult(target, code, key, value, projected,
                                             status_of(target, value, projected, closed=closed), turns))
     return results

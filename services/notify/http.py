@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.indicators.rules.targets import metric_kind
+from services.indicators.rules.targets import field_refusal, metric_kind
 from services.notify.evaluate import evaluate, load_targets, target_of
 from services.notify.rules import EVENTS
 from shared.auth import Principal, admin, reader
@@ -37,7 +37,9 @@ class Target(BaseModel):
     min: float | None = None
     max: float | None = None
     label: str | None = Field(None, max_length=500)
-    field: str | None = Field(None, description="a lĩnh vực code (not evaluated yet: refused)")
+    field: str | None = Field(None, min_length=1, max_length=64,
+                              description="a lĩnh vực code: the metric over the dossiers of the field's procedures "
+                                          "(components 2.1, 2.2, 3.3 and the counter ratios counted per procedure)")
     from_: str | None = Field(None, alias="from", pattern=MONTH, description="first month it binds")
     until: str | None = Field(None, pattern=MONTH, description="last month it binds")
     period: Literal["month", "quarter", "year"] = Field("month", description="the period whose status is watched")
@@ -56,8 +58,6 @@ class Target(BaseModel):
             raise ValueError("a target needs min or max")
         if metric_kind(self.metric) is None:
             raise ValueError(f"unknown metric {self.metric!r}: a component id, total, a group code or a counter ratio")
-        if self.field is not None:
-            raise ValueError("targets per field (lĩnh vực) are not evaluated yet")
         if self.level and self.applies_to != "subtree":
             raise ValueError("level filters a subtree: set applies_to to subtree")
         if self.from_ and self.until and self.until < self.from_:
@@ -153,6 +153,9 @@ async def put_targets(request: Request, targets: list[Target] = Body(...), mode:
     for target in targets:
         if target.unit not in runtime.units:
             raise Problem(422, "unknown_unit", f"target {target.id}: unit {target.unit!r} is not in the unit tree")
+        refusal = target.field and field_refusal(target.metric, runtime.settings.policy.online_ratio_denominator)
+        if refusal:
+            raise Problem(422, "no_field_value", f"target {target.id}: field {target.field!r}: {refusal}")
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         removed = await _delete_others(apg, "targets", [t.id for t in targets]) if mode == "full" else 0

@@ -46,6 +46,33 @@ class CatalogueEntry:
         return self.online_level in ("partial", "full")
 
 
+NO_FIELD = ""  # the field of procedures the catalogue does not place in one
+
+
+def entry_per_procedure(catalogue: Mapping[tuple[str, str], CatalogueEntry]) -> dict[str, CatalogueEntry]:
+    """One entry per procedure code for a subtree's catalogue ((unit, procedure) keys): the first unit's in
+    code order, so a procedure several units offer is named and placed in a field once."""
+    entries: dict[str, CatalogueEntry] = {}
+    for (_, procedure), entry in sorted(catalogue.items(), key=lambda item: item[0]):
+        entries.setdefault(procedure, entry)
+    return entries
+
+
+def field_code_of(entry: CatalogueEntry | None) -> str:
+    return (entry.field_code if entry else None) or NO_FIELD
+
+
+def counts_by_field(per_procedure: Mapping[str, Mapping[str, int]],
+                    entries: Mapping[str, CatalogueEntry]) -> dict[str, dict[str, int]]:
+    """Per-procedure counters summed per field (lĩnh vực) of each procedure's catalogue entry."""
+    fields: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for code, counts in per_procedure.items():
+        field_counts = fields[field_code_of(entries.get(code))]
+        for metric, value in counts.items():
+            field_counts[metric] += value
+    return {code: dict(counts) for code, counts in fields.items()}
+
+
 def as_of(entries: Iterable[CatalogueEntry], instant: dt.datetime) -> dict[tuple[str, str], CatalogueEntry]:
     """Each (unit, procedure)'s version in force just before ``instant`` (tombstones removed)."""
     current: dict[tuple[str, str], CatalogueEntry] = {}

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from services.indicators.rules import counters as c
-from services.indicators.rules.scoring import DIRECTIVE_COUNTERS, ScoreCard
+from services.indicators.rules.scoring import (
+    COMPONENTS_BY_ID,
+    DIRECTIVE_COUNTERS,
+    ScoreCard,
+    dossier_measures,
+    score_component,
+)
 from shared.timeutil import Period, parse_period
 
 Status = Literal["met", "at_risk", "missed", "no_data"]
@@ -67,12 +73,58 @@ CATALOGUE_COMPONENTS = frozenset({"1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5
 
 
 def needs_catalogue(target: TargetDef, online_ratio_denominator: str) -> bool:
-    """Whether a target's metric reads the catalogue (a total or group score reads every component)."""
+    """Whether a target's metric reads the catalogue (a total or group score reads every component; a
+    target per field reads each procedure's field)."""
+    if target.field:
+        return True
     kind = metric_kind(target.metric)
     if kind in ("total", "group"):
         return True
     return target.metric in CATALOGUE_COMPONENTS or (
         target.metric == "3.3" and online_ratio_denominator == "online_procedures")
+
+
+# Per field (lĩnh vực) a target reads the per-procedure counters summed over the field's procedures (the
+# per-field table's numbers): the components and counter ratios made of those counters alone.
+FIELD_COMPONENTS = frozenset({"2.1", "2.2", "3.3"})
+FIELD_COUNTERS = frozenset(name for name, whole in COUNTER_RATIOS.items()
+                           if name in c.PROCEDURE_METRICS and whole in c.PROCEDURE_METRICS)
+
+
+def field_refusal(metric: str, online_ratio_denominator: str) -> str | None:
+    """Why a metric has no value per field, or None when it has one."""
+    kind = metric_kind(metric)
+    if kind in ("total", "group"):
+        return f"{metric!r} scores a unit's whole work: it has no value per field"
+    if kind == "component" and metric == "3.3" and online_ratio_denominator == "online_procedures":
+        return "3.3 is read from the catalogue under the online_procedures policy: it has no value per field"
+    if kind == "component" and metric not in FIELD_COMPONENTS:
+        return (f"component {metric} is not counted per procedure: per field only "
+                f"{', '.join(sorted(FIELD_COMPONENTS))}")
+    if kind == "counter" and metric not in FIELD_COUNTERS:
+        return (f"counter {metric!r} is not counted per procedure: per field only "
+                f"{', '.join(sorted(FIELD_COUNTERS))}")
+    return None
+
+
+def field_metric_value(metric: str, counts: Mapping[str, int], *, seconds_per_day: int) -> float | None:
+    """A field's metric from its summed per-procedure counters (as the per-field table computes it).
+    None: nothing to measure."""
+    if metric in FIELD_COMPONENTS:
+        measure = dossier_measures(counts, seconds_per_day=seconds_per_day)[metric]
+        if measure is None or not measure.denominator:
+            return None
+        ratio = score_component(COMPONENTS_BY_ID[metric], measure).ratio
+        return None if ratio is None else float(ratio)
+    if metric in FIELD_COUNTERS:
+        return counter_ratio(counts, metric)
+    raise ValueError(f"metric {metric!r} has no value per field")
+
+
+def project_field_counts(counts: Mapping[str, int], turning: int) -> dict[str, int]:
+    """A field's counters once ``turning`` of its open dossiers, still in time, have passed their deadline
+    (the per-procedure counters keep no open split: the turning dossiers are open in time by definition)."""
+    return project_counts({**counts, c.OPEN_IN_TIME: turning}, turning)
 
 
 def units_bound(target: TargetDef, subtree: tuple[str, ...], levels: Mapping[str, str]) -> list[str]:
