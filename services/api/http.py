@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.api.queries import FLAG_CONDITIONS, dossiers_behind
-from services.indicators.cards import read_card, read_cards
+from services.indicators.cards import read_card, read_summaries
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
@@ -107,8 +107,8 @@ async def _ranked(runtime: Runtime, parent: str, period: Period, level: str | No
                   key_name: str = "total", descending: bool = True) -> list[dict]:
     tree = runtime.units
     members = tree.descendants(parent, level.upper()) if level else list(tree.children.get(parent, []))
-    cards = await read_cards(runtime, members, period.key, "portal")
-    rows = [orjson.loads(cards[code].summary) for code in members if code in cards]
+    summaries = await read_summaries(runtime, members, period.key)
+    rows = [orjson.loads(summaries[code]) for code in members if code in summaries]
     if key_name == "total":
         rows.sort(key=lambda r: (r["total"], r["unit"]["code"]), reverse=descending)
     elif key_name == "code":

@@ -78,12 +78,20 @@ def policies_in_force(settings: Settings) -> dict:
     }
 
 
+_INPUTS_KEYS: dict[int, tuple[Settings, str]] = {}
+
+
 def inputs_key(settings: Settings) -> str:
     """What a card depends on besides the data: the policies and the calendar. A card computed under
     others (processes configured differently on one database) is recomputed when read."""
+    kept = _INPUTS_KEYS.get(id(settings))
+    if kept is not None and kept[0] is settings:
+        return kept[1]
     settled = orjson.dumps([policies_in_force(settings), settings.calendar.model_dump(mode="json")],
                            option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(settled, digest_size=12).hexdigest()
+    key = hashlib.blake2b(settled, digest_size=12).hexdigest()
+    _INPUTS_KEYS[id(settings)] = (settings, key)
+    return key
 
 
 def etag_of(body: bytes) -> str:
@@ -268,6 +276,27 @@ async def read_cards(runtime: Runtime, codes: Iterable[str], period: str, layout
             )
         cards.update({r["unit_code"]: card_of(r) for r in rows})
     return cards
+
+
+async def read_summaries(runtime: Runtime, codes: Iterable[str], period: str) -> dict[str, bytes]:
+    """The league-table rows (JSON) of ``codes`` for a period, by unit code: only the rows are read; cards
+    out of date or missing are computed as :func:`read_cards` does."""
+    codes = [c for c in codes if c in runtime.units]
+    key = inputs_key(runtime.settings)
+    async with runtime.engine.connect() as conn:
+        apg = await driver_connection(conn)
+        rows = await apg.fetch(
+            """SELECT c.unit_code, c.summary, c.inputs_key, c.computed_at, m.marked_at FROM score_cards c
+               LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
+               WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = 'portal'""",
+            codes, period,
+        )
+    out = {r["unit_code"]: r["summary"] for r in rows
+           if r["inputs_key"] == key and (r["marked_at"] is None or r["marked_at"] < r["computed_at"])}
+    missing = [c for c in codes if c not in out]
+    if missing:
+        out.update({code: card.summary for code, card in (await read_cards(runtime, missing, period)).items()})
+    return out
 
 
 async def read_card(runtime: Runtime, code: str, period: str, layout: str = "portal") -> Card:
