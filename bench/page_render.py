@@ -7,8 +7,7 @@ by ``dvc766 api`` on loopback from a simulated province-month.
 it, a fresh one is filled with ``dvc766 simulate``'s province-month at ``--scale`` (COPY + replay, not
 timed). The month's score history is recorded day by day first (``record_daily_scores``, timed: what
 the indicators side spends per recording). Each page is then fetched ``--requests`` times one after
-another, twice: with the score cache off (``DVC766_SCORE_CACHE_SECONDS=0``: every number computed for
-every request) and with the default cache (1 s). Latency is the full HTTP request on loopback.
+another, the scores read from the score cards. Latency is the full HTTP request on loopback.
 """
 
 from __future__ import annotations
@@ -75,7 +74,7 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--database", default=None, help="libpq URL of a database with a province's counters")
     parser.add_argument("--scale", type=float, default=1.0, help="province scale when no --database (1.0)")
-    parser.add_argument("--requests", type=int, default=20, help="per page and cache setting")
+    parser.add_argument("--requests", type=int, default=20, help="per page")
     parser.add_argument("--period", default="2026-08")
     parser.add_argument("--keep", action="store_true", help="keep the filled database (its URL is printed)")
     args = parser.parse_args()
@@ -94,17 +93,15 @@ def main() -> None:
                 print(f"kept {url}")
         else:
             history = asyncio.run(record_history(url, args.period))
-        for cache in ("0", "1"):
-            service = Service("api", url, env={"DVC766_SCORE_CACHE_SECONDS": cache}).start()
-            try:
-                for name, path in PAGES.items():
-                    result = asyncio.run(fetch(service.base_url, path.format(period=args.period), args.requests))
-                    rows.append({"label": args.label, "page": name,
-                                 "score cache": "off" if cache == "0" else "1 s", **result})
-            finally:
-                peak = service.stop()
-            for row in rows:
-                row.setdefault("api_peak_rss_mib", mib(peak))
+        service = Service("api", url).start()
+        try:
+            for name, path in PAGES.items():
+                result = asyncio.run(fetch(service.base_url, path.format(period=args.period), args.requests))
+                rows.append({"label": args.label, "page": name, **result})
+        finally:
+            peak = service.stop()
+        for row in rows:
+            row["api_peak_rss_mib"] = mib(peak)
     report(f"page_render{'-' + args.label if args.label else ''}", rows,
            {"scale": args.scale, "requests": args.requests, "history": history},
            title=f"Page render time, {args.requests} sequential requests per page (ms); history recording: "
