@@ -67,13 +67,22 @@ async def publish_readiness(app: FastAPI, every: float) -> None:
 
 
 async def _bounded(check, seconds: float) -> str:
+    """The check's answer, or "unavailable" once ``seconds`` have passed. A late check runs on to its end
+    rather than being cancelled: cancelled in the middle of a statement, it could leave its pooled
+    connection inside a transaction, for the next user of that connection to write into and never commit."""
+    task = asyncio.ensure_future(check())
     try:
-        async with asyncio.timeout(seconds):
-            return await check()
+        return await asyncio.wait_for(asyncio.shield(task), seconds)
     except TimeoutError:
+        task.add_done_callback(_ignore_outcome)
         return f"unavailable: no answer in {seconds:g} s"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return f"unavailable: {type(exc).__name__}"
+
+
+def _ignore_outcome(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a late failure is what the answer already said
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
