@@ -49,6 +49,20 @@ async def kafka_rt(clean_db, broker):
     return dataclasses.replace(clean_db, settings=settings)
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _workers_end_with_their_test():
+    """A failed assertion must not leave a worker applying to the next test's tables."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Worker:
     """One `dvc766 indicators` process."""
 
@@ -63,6 +77,7 @@ class Worker:
         env = dict(self.env, DVC766_LOG_LEVEL="INFO")
         self.proc = subprocess.Popen([DVC766, "indicators", "--port", str(self.port)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
+        _started.append(self.proc)
         return self
 
     async def wait_ready(self, timeout: float = 30.0) -> dict:
