@@ -29,7 +29,7 @@ from services.ingest import portal as ingest_portal
 from services.keys import AdminAudit, KeyMaintenance
 from services.limits import install_rate_limits
 from services.openapi import document_answers
-from shared.auth import KeyRing, configured_keys, first_run_admin_key
+from shared.auth import KeyRing, configured_keys, first_run_admin_key, session_secret
 from shared.db.engine import stop_embedded_postgres
 from shared.db.notify import EventsQueuedListener
 from shared.metrics import APPLY_STALL_LIMIT, set_build_info
@@ -56,7 +56,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
         app.state.runtime = rt
         keys = configured_keys(settings)
         first_run = {} if keys else first_run_admin_key(settings)
-        app.state.keyring = KeyRing({**first_run, **keys})
+        app.state.keyring = KeyRing({**first_run, **keys}, session_secret=session_secret(settings))
         key_maintenance = KeyMaintenance(app, rt, first_run)
         key_maintenance.start()
         engine = IndicatorEngine(rt.calendar, settings.policy)

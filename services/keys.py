@@ -59,7 +59,8 @@ class KeyMaintenance:
         if stamp == self.seen:
             return False
         try:
-            ring = KeyRing({**self.base_keys, **configured_keys(self.settings)})
+            ring = KeyRing({**self.base_keys, **configured_keys(self.settings)},
+                           session_secret=self.app.state.keyring.session_secret)
         except Exception as exc:  # noqa: BLE001 - a half-written or bad file must not lock everyone out
             log.warning("key file not reloaded; the keys in force stay", extra={"file": str(self.path),
                                                                                  "error": str(exc)})

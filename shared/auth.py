@@ -56,7 +56,8 @@ class KeyRing:
     a presented key is hashed and looked up by its digest (the ring holds no key in clear). A ring is
     immutable: keys change by replacing ``app.state.keyring`` (services/keys.py re-reads the key file)."""
 
-    def __init__(self, keys: dict[str, ApiKey]) -> None:
+    def __init__(self, keys: dict[str, ApiKey], session_secret: bytes = b"") -> None:
+        self.session_secret = session_secret  # empty: this ring issues and accepts no session tokens
         self._by_digest: dict[bytes, Principal] = {}
         self._by_fingerprint: dict[str, tuple[bytes, Principal]] = {}
         for configured, spec in keys.items():
@@ -84,30 +85,34 @@ class KeyRing:
     lookup_cached = lookup  # the read fast path's name for it
 
     # Session tokens: what the national portal's login call issues and its sync calls carry (the body's
-    # ``session``). A token is bound to the key that logged in (a fingerprint of its hash, signed with
-    # the hash) and expires; it needs no state, so every ingest process accepts it, and it dies with its key.
+    # ``session``). A token is bound to the key that logged in (a fingerprint of its hash), signed with the
+    # server's session secret (a key's hash alone may be readable in the configuration) and expires; it
+    # needs no state, so every process with the same secret accepts it, and it dies with its key.
 
     def issue_session(self, presented: str, seconds: int, now: float | None = None) -> str | None:
-        if self.lookup(presented) is None:
+        if not self.session_secret or self.lookup(presented) is None:
             return None
         digest = key_digest(presented)
         expires = int((time.time() if now is None else now) + seconds)
         payload = f"{SESSION_PREFIX}{_fingerprint(digest)}.{expires}"
-        return f"{payload}.{_sign(digest, payload)}"
+        return f"{payload}.{self._sign(digest, payload)}"
 
     def lookup_session(self, token: str, now: float | None = None) -> Principal | None | str:
         """The principal a session token stands for; None if not a valid token; "expired" if it was one."""
-        if not token.startswith(SESSION_PREFIX):
+        if not self.session_secret or not token.startswith(SESSION_PREFIX):
             return None
         payload, _, signature = token.rpartition(".")
         fingerprint, _, expires = payload[len(SESSION_PREFIX):].partition(".")
         entry = self._by_fingerprint.get(fingerprint)
-        if entry is None or not expires.isdigit() or not hmac.compare_digest(_sign(entry[0], payload), signature):
+        if entry is None or not expires.isdigit() or not hmac.compare_digest(self._sign(entry[0], payload), signature):
             return None
         if int(expires) < (time.time() if now is None else now):
             return "expired"
         self.last_used[entry[1].key_id] = time.time()
         return entry[1]
+
+    def _sign(self, digest: bytes, payload: str) -> str:
+        return hmac.new(self.session_secret + digest, payload.encode(), hashlib.sha256).hexdigest()
 
 
 SESSION_PREFIX = "dvcs1."
@@ -127,10 +132,6 @@ def _configured_digest(configured: str) -> bytes:
 
 def _fingerprint(digest: bytes) -> str:
     return hashlib.sha256(b"dvc766-key:" + digest).hexdigest()[:24]
-
-
-def _sign(digest: bytes, payload: str) -> str:
-    return hmac.new(digest, payload.encode(), hashlib.sha256).hexdigest()
 
 
 def _principal(spec: ApiKey, key_id: str) -> Principal:
@@ -156,6 +157,21 @@ def key_file_path(settings: Settings) -> Path:
 def configured_keys(settings: Settings) -> dict[str, ApiKey]:
     """The configured keys (``DVC766_API_KEYS``) and those of the key file."""
     return {**settings.api_keys, **load_key_file(key_file_path(settings))}
+
+
+def session_secret(settings: Settings) -> bytes:
+    """The configured session secret, else one generated once and kept in the data dir."""
+    if settings.session_secret is not None:
+        return settings.session_secret.get_secret_value().encode()
+    path = Path(settings.data_dir).expanduser() / "session-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_bytes().strip()
 
 
 def first_run_admin_key(settings: Settings) -> dict[str, ApiKey]:

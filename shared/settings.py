@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["source", "reader", "admin"]
@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
     api_keys_file: Path | None = None
     api_keys_reload_seconds: float = Field(2.0, gt=0)
+    # Signs session tokens (the portal's login call, the pages' sign-in). Every process of a deployment
+    # needs the same one; absent: generated once and kept in data_dir/session-secret.
+    session_secret: SecretStr | None = None
 
     # Rate limits (token buckets; 429 with Retry-After): requests per second and burst per API key and per
     # client address, and failed authentications per client address (far fewer: a key cannot be guessed

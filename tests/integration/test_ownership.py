@@ -28,7 +28,7 @@ def with_unit_keys(app) -> None:
     keys = dict(app.state.runtime.settings.api_keys)
     keys[KEY_07] = ApiKey(role="source", source="igate-h44-07", units=["H44.07"])
     keys[KEY_08] = ApiKey(role="source", source="igate-h44-08", units=["H44.08"])
-    app.state.keyring = KeyRing(keys)
+    app.state.keyring = KeyRing(keys, session_secret=app.state.keyring.session_secret)
 
 
 @pytest.fixture

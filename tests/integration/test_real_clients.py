@@ -50,7 +50,7 @@ async def client(app_client):
         OPENCPS_OLD_KEY: ApiKey(role="source", source="opencps-old-h44", units=["H44"], portal_ok_code="00"),
         TD_KEY: ApiKey(role="source", source="td-h44", units=["H44"]),
         HAGIANG_KEY: ApiKey(role="source", source="tuyensinh-h44", units=["H44.08"]),
-    })
+    }, session_secret=app_client.app.state.keyring.session_secret)
     try:
         yield app_client
     finally:
@@ -195,7 +195,8 @@ async def test_login_sessions_expire_and_bind_the_key(client):
     reply = await client.post("/v1/dvcqg", json={**call, "session": hagiang})
     assert (reply.status_code, reply.json()["reason"]) == (403, "unit_not_allowed")
     # A key taken out of the ring takes its sessions with it.
-    client.app.state.keyring = KeyRing({k: v for k, v in client.app.state.runtime.settings.api_keys.items()})
+    client.app.state.keyring = KeyRing(dict(client.app.state.runtime.settings.api_keys),
+                                       session_secret=keyring.session_secret)
     assert (await client.post("/v1/dvcqg", json={**call, "session": session})).status_code == 401
 
 

@@ -397,14 +397,38 @@ def test_sessions_are_bound_to_their_key_and_expire():
     from shared.auth import KeyRing
     from shared.settings import ApiKey
 
-    ring = KeyRing({"k1": ApiKey(role="source", source="s1", units=["H44"]), "k2": ApiKey(role="reader")})
+    ring = KeyRing({"k1": ApiKey(role="source", source="s1", units=["H44"]), "k2": ApiKey(role="reader")},
+                   session_secret=b"server-secret")
     token = ring.issue_session("k1", 60, now=1000)
     assert ring.lookup_session(token, now=1059).source == "s1"
     assert ring.lookup_session(token, now=1061) == "expired"
     assert ring.lookup_session(token.replace("dvcs1.", "dvcs1.0"), now=1000) is None
     assert ring.issue_session("unknown", 60) is None
-    other = KeyRing({"k1-rotated": ApiKey(role="source", source="s1", units=["H44"])})
+    other = KeyRing({"k1-rotated": ApiKey(role="source", source="s1", units=["H44"])}, session_secret=b"server-secret")
     assert other.lookup_session(token, now=1000) is None  # the key is gone: so are its sessions
+
+
+def test_a_session_cannot_be_forged_from_a_keys_hash():
+    """Configured keys may be hashes anyone reading the configuration sees: a session is signed with the
+    server's secret too, so the hash alone (or another deployment's secret) forges nothing."""
+    import hashlib
+    import hmac
+
+    from shared.auth import SESSION_PREFIX, KeyRing, hashed_key
+    from shared.settings import ApiKey
+
+    spec = ApiKey(role="source", source="s1", units=["H44"])
+    ring = KeyRing({hashed_key("k1"): spec}, session_secret=b"server-secret")
+    genuine = ring.issue_session("k1", 60, now=1000)
+    assert ring.lookup_session(genuine, now=1000).source == "s1"
+    payload = genuine.rpartition(".")[0]
+    digest = hashlib.sha256(b"k1").digest()
+    forged = f"{payload}.{hmac.new(digest, payload.encode(), hashlib.sha256).hexdigest()}"
+    assert forged.startswith(SESSION_PREFIX) and forged != genuine
+    assert ring.lookup_session(forged, now=1000) is None
+    elsewhere = KeyRing({hashed_key("k1"): spec}, session_secret=b"another-secret")
+    assert elsewhere.lookup_session(genuine, now=1000) is None
+    assert KeyRing({hashed_key("k1"): spec}).issue_session("k1", 60) is None  # no secret: no sessions
 
 
 def test_a_step_record_without_its_processing_time_is_a_step_still_open(calendar):
