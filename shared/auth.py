@@ -163,6 +163,9 @@ def session_secret(settings: Settings) -> bytes:
     """The configured session secret, else one generated once and kept in the data dir."""
     if settings.session_secret is not None:
         return settings.session_secret.get_secret_value().encode()
+    if settings.environment == "production":
+        raise SystemExit("DVC766_SESSION_SECRET is not set: refusing to start in production without it "
+                         "(every process of the deployment must sign sessions with the same secret)")
     path = Path(settings.data_dir).expanduser() / "session-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -31,7 +31,7 @@ def _registry_qualified(image: str) -> bool:
 def test_the_compose_file_validates_and_orders_migrations_first():
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose is missing: ./dev test installs Debian's docker-compose"
-    env = {**os.environ, "DVC766_API_KEYS": '{"k": {"role": "admin"}}'}
+    env = {**os.environ, "DVC766_API_KEYS": '{"k": {"role": "admin"}}', "DVC766_SESSION_SECRET": "s"}
     result = subprocess.run([tool, "-f", str(DEPLOY / "docker-compose.yml"), "config"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
