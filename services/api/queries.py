@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import asyncpg
 import orjson
 
+from services.ingest.portal_mapping import UNREADABLE_FLAGS
 from shared.timeutil import VIETNAM, Period
 
 
@@ -18,9 +19,11 @@ FLAG_CONDITIONS = {
     "open_overdue": "d.ended_at IS NULL AND ({overdue})",
     "not_online": "d.channel <> 2",
     # Counted with something its input lacked: no due time nor legal time, an end claimed without its
-    # time, no procedure code (the reasons are in each item's ``flags``).
-    "input_gaps": ("d.no_deadline OR coalesce((d.attributes->>'end_time_missing')::boolean, false) "
-                   "OR coalesce((d.attributes->>'procedure_missing')::boolean, false)"),
+    # time, no procedure code, an optional time dropped as unreadable (the reasons are in each item's
+    # ``flags``).
+    "input_gaps": " OR ".join(["d.no_deadline"] + [f"coalesce((d.attributes->>'{name}')::boolean, false)"
+                                                   for name in ("end_time_missing", "procedure_missing",
+                                                                *UNREADABLE_FLAGS)]),
 }
 
 
@@ -35,6 +38,7 @@ def input_flags(attributes, ended_at: dt.datetime | None, no_deadline: bool) -> 
         flags.append("end_from_steps" if ended_at is not None else "end_time_missing")
     if attributes.get("procedure_missing"):
         flags.append("procedure_missing")
+    flags.extend(name for name in UNREADABLE_FLAGS if attributes.get(name))
     if no_deadline:
         flags.append("no_deadline_flagged")
     return flags

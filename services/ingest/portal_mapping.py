@@ -27,6 +27,11 @@ Snapshot -> events:
   that send 5, 6 and 8 as 9); 10 at NgayTra. A claimed end with no time for it keeps the receipt and
   everything else, and is flagged (``end_time_missing``): the end then comes from the step records, or
   the rules judge the dossier open;
+- an optional time that cannot be read (``03/08/2026``) or lies outside 2000-2100 is dropped and the
+  dossier flagged with what it lacks (:data:`OPTIONAL_TIMES`: ``due_time_unreadable``,
+  ``end_time_unreadable``, ``supplement_time_unreadable``, ``step_time_unreadable``); the rules then
+  count it as they do without that time. Only MaHoSo, the status and the time of the event itself
+  (NgayTiepNhan, a step's ThoiDiemXuLy) refuse a record;
 - status 1 is not a receipt (one status-1 event, counted nowhere); 3 is a refusal at the door (one
   status-3 event at NgayTuChoi, else NgayKetThucXuLy, else NgayTiepNhan);
 - the snapshot's latest event is restated with the dossier attributes (DuocSoHoa, DuocTaiSuDung,
@@ -309,6 +314,47 @@ END_TIME_MISSING = "end_time_missing"  # the snapshot claims an end (7-10) with 
 PROCEDURE_MISSING = "procedure_missing"  # no MaTTHC: counted under UNKNOWN_PROCEDURE
 UNKNOWN_PROCEDURE = "(chưa rõ thủ tục)"
 ENDING = (7, 8, 9, 10)
+DUE_TIME_UNREADABLE = "due_time_unreadable"
+END_TIME_UNREADABLE = "end_time_unreadable"
+SUPPLEMENT_TIME_UNREADABLE = "supplement_time_unreadable"
+STEP_TIME_UNREADABLE = "step_time_unreadable"
+# The times a dossier can be kept without: one that cannot be read, or lies outside the window the rules
+# compute with, is dropped and the dossier flagged, rather than the dossier lost over it. Any other time
+# (NgayTiepNhan, a step's ThoiDiemXuLy) is the event's own and refuses its record.
+OPTIONAL_TIMES = {
+    "NgayHenTra": DUE_TIME_UNREADABLE,
+    "NgayHenTraTruoc": DUE_TIME_UNREADABLE,
+    "NgayHenTraMoi": DUE_TIME_UNREADABLE,
+    "NgayKetThucXuLy": END_TIME_UNREADABLE,
+    "NgayTra": END_TIME_UNREADABLE,
+    "NgayTuChoi": END_TIME_UNREADABLE,
+    "NgayBoSung": SUPPLEMENT_TIME_UNREADABLE,
+    "NgayTiepNhanBoSung": SUPPLEMENT_TIME_UNREADABLE,
+    "NgayKetThucTheoQuyDinh": STEP_TIME_UNREADABLE,
+    "NgayBatDau": STEP_TIME_UNREADABLE,
+}
+UNREADABLE_FLAGS = tuple(dict.fromkeys(OPTIONAL_TIMES.values()))
+
+
+def read_times(record: dict, names: tuple[str, ...], *, where: str = "", required: Container[str] = ()
+               ) -> tuple[dict[str, dt.datetime | None], frozenset[str]] | Rejection:
+    """The record's times by name, and the flags for the optional ones dropped as unreadable.
+
+    A time not in :data:`OPTIONAL_TIMES`, or named in ``required``, that cannot be read refuses the record;
+    ``where`` prefixes the field in the reason (``DanhSachHoSoBoSung[0].``).
+    """
+    times: dict[str, dt.datetime | None] = {}
+    dropped: set[str] = set()
+    for name in names:
+        parsed = parse_portal_time(record.get(name), where + name)
+        if isinstance(parsed, Rejection):
+            flag = None if name in required else OPTIONAL_TIMES.get(name)
+            if flag is None:
+                return parsed
+            dropped.add(flag)
+            parsed = None
+        times[name] = parsed
+    return times, frozenset(dropped)
 
 
 def map_snapshot(dossier: Any, unit_of: Callable[[str, str], str],
@@ -328,14 +374,12 @@ def map_snapshot(dossier: Any, unit_of: Callable[[str, str], str],
     channel = _small_int(dossier.get("KenhThucHien"), "KenhThucHien", 1, 3, Reason.BAD_CHANNEL, required=False)
     if isinstance(channel, Rejection):
         return code, channel
-    times: dict[str, dt.datetime | None] = {}
-    for name in ("NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra", "NgayTuChoi"):
-        parsed = parse_portal_time(dossier.get(name), name)
-        if isinstance(parsed, Rejection):
-            return code, parsed
-        times[name] = parsed
+    read = read_times(dossier, ("NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra", "NgayTuChoi"))
+    if isinstance(read, Rejection):
+        return code, read
+    times, dropped = read
+    flags: dict[str, Any] = dict.fromkeys(dropped, True)
     procedure = _code(dossier, "MaTTHC")
-    flags: dict[str, Any] = {}
     if isinstance(procedure, Rejection):
         if procedure.reason != Reason.MISSING_FIELD:
             return code, procedure
@@ -352,22 +396,22 @@ def map_snapshot(dossier: Any, unit_of: Callable[[str, str], str],
 
     # Status 1 (Mới đăng ký) is not a receipt, whatever dates come with it; 3 is a refusal at the door.
     if status == 1:
-        return code, [make(1, received, attributes=attributes)] if received else []
+        return code, [make(1, received, attributes={**attributes, **flags})] if received else []
     if status == 3:
         refused = times["NgayTuChoi"] or times["NgayKetThucXuLy"] or received
-        return code, [make(3, refused, attributes=attributes)] if refused else []
+        return code, [make(3, refused, attributes={**attributes, **flags})] if refused else []
     if received is None:
         return code, Rejection(Reason.MISSING_FIELD, f"NgayTiepNhan is required for a dossier in status {status}",
                                "NgayTiepNhan")
 
     supplements = []
     for position, entry in enumerate(_items(dossier.get("DanhSachHoSoBoSung")) or ()):
-        parsed_entry = {}
-        for name in ("NgayBoSung", "NgayTiepNhanBoSung", "NgayHenTraTruoc", "NgayHenTraMoi"):
-            parsed = parse_portal_time(entry.get(name), f"DanhSachHoSoBoSung[{position}].{name}")
-            if isinstance(parsed, Rejection):
-                return code, parsed
-            parsed_entry[name] = parsed
+        read = read_times(entry, ("NgayBoSung", "NgayTiepNhanBoSung", "NgayHenTraTruoc", "NgayHenTraMoi"),
+                          where=f"DanhSachHoSoBoSung[{position}].")
+        if isinstance(read, Rejection):
+            return code, read
+        parsed_entry, dropped = read
+        flags.update(dict.fromkeys(dropped, True))
         if parsed_entry["NgayBoSung"] is not None:  # an entry without its request time says nothing usable
             supplements.append(parsed_entry)
     supplements.sort(key=lambda s: s["NgayBoSung"])
@@ -413,13 +457,15 @@ def map_step(step: Any, unit_of: Callable[[str, str], str]) -> tuple[str | None,
     status = _small_int(step.get("TrangThai"), "TrangThai", 1, 10, Reason.BAD_STATUS, required=True)
     if isinstance(status, Rejection):
         return code, status
-    times = {}
-    for name in ("ThoiDiemXuLy", "NgayBatDau", "NgayKetThucTheoQuyDinh"):
-        parsed = parse_portal_time(step.get(name), name)
-        if isinstance(parsed, Rejection):
-            return code, parsed
-        times[name] = parsed
-    at = times["ThoiDiemXuLy"]
+    read = read_times(step, ("ThoiDiemXuLy",))
+    if isinstance(read, Rejection):
+        return code, read
+    at = read[0]["ThoiDiemXuLy"]
+    # NgayBatDau is the time of a step still open (no ThoiDiemXuLy): then it cannot be done without.
+    read = read_times(step, ("NgayBatDau", "NgayKetThucTheoQuyDinh"), required=("NgayBatDau",) if at is None else ())
+    if isinstance(read, Rejection):
+        return code, read
+    times, dropped = read
     # A record with its start (NgayBatDau) and no processing time yet is a step started and still open.
     still_open = at is None and times["NgayBatDau"] is not None
     if still_open:
@@ -446,7 +492,8 @@ def map_step(step: Any, unit_of: Callable[[str, str], str]) -> tuple[str | None,
     }
     # A step's receipt is claimed (the receipt's facts come from the snapshot); so is a step's 9, which
     # systems also make up for 5, 6 and 8 (a step reported at the same instant says which it was).
-    attributes = {PROVISIONAL: True} if status in (2, 9) else None
+    attributes = {PROVISIONAL: True} if status in (2, 9) else {}
+    attributes.update(dict.fromkeys(dropped, True))
     return code, [_event(code, unit, STEP_PROCEDURE, status, at, step=detail or None, attributes=attributes)]
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import random
 
+import orjson
 import pytest
 
 from services.indicators.engine import history_event
@@ -459,3 +460,96 @@ def test_a_step_record_without_its_processing_time_is_a_step_still_open(calendar
     history.append(history_event(2, validate_event(closing, "s").body()))
     facts = derive_facts("HS-OPEN", history, calendar)
     assert (facts.steps, facts.overdue_steps, facts.open_step_deadlines) == (1, 1, ())  # closed a day late
+
+
+# ------------------------------------------------------------------------ optional times unreadable
+
+RECEIVED = {"MaHoSo": "T-1", "MaTTHC": "1.1", "TrangThaiHoSo": "10", "NgayTiepNhan": "20260803080000",
+            "NgayHenTra": "20260810170000", "NgayKetThucXuLy": "20260805100000", "NgayTra": "20260805150000",
+            "DanhSachHoSoBoSung": [{"NgayBoSung": "20260804090000", "NgayTiepNhanBoSung": "20260804150000",
+                                    "NgayHenTraTruoc": "20260810170000", "NgayHenTraMoi": "20260811170000"}]}
+SUPPLEMENT_TIMES = ("NgayBoSung", "NgayTiepNhanBoSung", "NgayHenTraTruoc", "NgayHenTraMoi")
+UNREADABLE = ["03/08/2026", "2026-08-03T08:00:00", "20260832080000", "99991231235959", "19991231235959"]
+
+
+def _facts_of(events: list[dict], calendar):
+    history = [history_event(seq, validate_event(body, "s").body()) for seq, body in enumerate(events)]
+    return derive_facts(events[0]["dossier_code"], history, calendar)
+
+
+@pytest.mark.parametrize("value", UNREADABLE)
+@pytest.mark.parametrize(
+    ("field", "flag", "status", "expect"),
+    [
+        # the field, the flag the dossier carries, the status sent, and what the rules then know
+        ("NgayHenTra", "due_time_unreadable", "2", {"due_at_received": vn(2026, 8, 10, 17)}),  # NgayHenTraTruoc
+        ("NgayHenTraTruoc", "due_time_unreadable", "2", {"due_at_received": None, "due_at_latest": None}),
+        ("NgayHenTraMoi", "due_time_unreadable", "2", {"due_at_latest": vn(2026, 8, 10, 17)}),
+        ("NgayKetThucXuLy", "end_time_unreadable", "10", {"ended_at": vn(2026, 8, 5, 15), "end_status": 10}),
+        ("NgayTra", "end_time_unreadable", "10", {"ended_at": vn(2026, 8, 5, 10), "end_status": 9}),
+        ("NgayKetThucXuLy", "end_time_unreadable", "9", {"ended_at": None}),
+        ("NgayBoSung", "supplement_time_unreadable", "2", {"supplement_count": 0}),
+        ("NgayTiepNhanBoSung", "supplement_time_unreadable", "2",
+         {"supplement_count": 1, "outstanding_supplement_at": vn(2026, 8, 4, 9)}),
+    ],
+)
+def test_an_unreadable_optional_time_is_dropped_and_the_dossier_kept_flagged(calendar, field, flag, status,
+                                                                             expect, value):
+    record = {**RECEIVED, "TrangThaiHoSo": status, "DanhSachHoSoBoSung": [dict(RECEIVED["DanhSachHoSoBoSung"][0])]}
+    if field == "NgayHenTraTruoc":  # nothing else to fall back on: no due time at all
+        record["NgayHenTra"] = record["DanhSachHoSoBoSung"][0]["NgayHenTraMoi"] = ""
+    if field in SUPPLEMENT_TIMES:
+        record["DanhSachHoSoBoSung"][0][field] = value
+    else:
+        record[field] = value
+    [item] = mapped(snapshot_call("H44.07", [record])).items
+    assert item.rejection is None, item.rejection
+    assert all(isinstance(validate_event(e, "s"), DossierEvent) for e in item.events)
+    assert f'"{value}"' not in orjson.dumps(item.events).decode()  # the unreadable value is dropped, not carried along
+    facts = _facts_of(list(item.events), calendar)
+    assert facts.received_at == vn(2026, 8, 3, 8)
+    assert facts.attributes[flag] is True
+    assert {k: getattr(facts, k) for k in expect} == expect
+    # The same record with every time readable carries no such flag.
+    [clean] = mapped(snapshot_call("H44.07", [{**RECEIVED, "TrangThaiHoSo": status}])).items
+    assert not any(k.endswith("_unreadable") for e in clean.events for k in e.get("attributes", {}))
+
+
+@pytest.mark.parametrize("value", UNREADABLE)
+def test_an_unreadable_time_of_the_event_itself_still_refuses_its_record(value):
+    reasons = {"03/08/2026": "bad_timestamp", "2026-08-03T08:00:00": "bad_timestamp", "20260832080000": "bad_timestamp"}
+    reason = reasons.get(value, "out_of_range_time")
+    records = [{**RECEIVED, "NgayTiepNhan": value}, {**RECEIVED, "TrangThaiHoSo": "3", "NgayTiepNhan": value}]
+    for item in mapped(snapshot_call("H44.07", records)).items:
+        assert (item.rejection.reason, item.rejection.field) == (reason, "NgayTiepNhan")
+    step = {"MaHoSo": "T-1", "TrangThai": "4", "ThoiDiemXuLy": "20260804090000", "NgayBatDau": "20260803090000",
+            "NgayKetThucTheoQuyDinh": "20260806170000"}
+    items = mapped(progress_call("H44.07", [{**step, "ThoiDiemXuLy": value},
+                                            {**step, "ThoiDiemXuLy": "", "NgayBatDau": value}])).items
+    assert [(i.rejection.reason, i.rejection.field) for i in items] == [(reason, "ThoiDiemXuLy"),
+                                                                        (reason, "NgayBatDau")]
+
+
+@pytest.mark.parametrize("value", UNREADABLE)
+@pytest.mark.parametrize("field", ["NgayKetThucTheoQuyDinh", "NgayBatDau"])
+def test_an_unreadable_step_time_is_dropped_and_the_step_kept_flagged(field, value):
+    step = {"MaHoSo": "T-1", "TrangThai": "4", "ThoiDiemXuLy": "20260804090000", "NgayBatDau": "20260803090000",
+            "NgayKetThucTheoQuyDinh": "20260806170000", "PhongBanXuLy": "Phòng Kinh tế"}
+    [event] = events_of(progress_call("H44.07", [{**step, field: value}]))
+    assert event["occurred_at"] == vn(2026, 8, 4, 9).isoformat()
+    assert event["attributes"] == {"step_time_unreadable": True}
+    kept = {"NgayKetThucTheoQuyDinh": ("due_at", vn(2026, 8, 6, 17)), "NgayBatDau": ("started_at", vn(2026, 8, 3, 9))}
+    other_key, other_time = next(v for k, v in kept.items() if k != field)
+    assert event["step"] == {"name": "Phòng Kinh tế", other_key: other_time.isoformat()}
+    assert isinstance(validate_event(event, "s"), DossierEvent)
+
+
+def test_a_refusal_or_submission_with_an_unreadable_time_is_kept_flagged():
+    base = {"MaHoSo": "S-1", "MaTTHC": "1.1", "NgayTiepNhan": "20260803080000", "NgayHenTra": "31/12/2026"}
+    [refused] = mapped(snapshot_call("H44.07", [{**base, "TrangThaiHoSo": "3", "NgayTuChoi": "3/8/2026",
+                                                 "NgayKetThucXuLy": "20260803100000"}])).items
+    assert [(e["status"], e["occurred_at"]) for e in refused.events] == [(3, vn(2026, 8, 3, 10).isoformat())]
+    flags = refused.events[0]["attributes"]
+    assert (flags["end_time_unreadable"], flags["due_time_unreadable"]) == (True, True)
+    [submitted] = mapped(snapshot_call("H44.07", [{**base, "TrangThaiHoSo": "1"}])).items
+    assert [e["status"] for e in submitted.events] == [1] and submitted.events[0]["attributes"]["due_time_unreadable"]

@@ -55,17 +55,26 @@ def _story(code: str, **changes) -> dict:
     return snapshot
 
 
-@pytest.mark.parametrize("name, field", [("NgayTiepNhan", "NgayTiepNhan"), ("NgayHenTra", "NgayHenTra"),
-                                         ("NgayBoSung", "DanhSachHoSoBoSung[0].NgayBoSung")])
 @pytest.mark.parametrize("value", ["99991231235959", "00010101000000", "19991231235959"])
-def test_a_portal_time_outside_the_window_refuses_its_record_only(name, field, value):
-    call = snapshot_call("H44.03", [_story("HS-BAD", **{name: value}), _story("HS-GOOD")])
+def test_a_portal_receipt_time_outside_the_window_refuses_its_record_only(value):
+    call = snapshot_call("H44.03", [_story("HS-BAD", NgayTiepNhan=value), _story("HS-GOOD")])
     mapped = map_payload(read_envelope(call), UnitTree([Unit("H44.03", "Ban quản lý", "DEPARTMENT")]))
     bad, good = mapped.items
     assert bad.rejection is not None and bad.events == ()
-    assert (bad.rejection.reason, bad.rejection.field) == (Reason.OUT_OF_RANGE_TIME, field)
+    assert (bad.rejection.reason, bad.rejection.field) == (Reason.OUT_OF_RANGE_TIME, "NgayTiepNhan")
     assert good.rejection is None and good.events
     assert all(isinstance(validate_event(e, "src"), DossierEvent) for e in good.events)
+
+
+@pytest.mark.parametrize("name, flag", [("NgayHenTra", "due_time_unreadable"),
+                                        ("NgayBoSung", "supplement_time_unreadable")])
+@pytest.mark.parametrize("value", ["99991231235959", "00010101000000", "19991231235959"])
+def test_an_optional_portal_time_outside_the_window_is_dropped_and_flagged(name, flag, value):
+    call = snapshot_call("H44.03", [_story("HS-ODD", **{name: value})])
+    [odd] = map_payload(read_envelope(call), UnitTree([Unit("H44.03", "Ban quản lý", "DEPARTMENT")])).items
+    assert odd.rejection is None
+    assert all(isinstance(validate_event(e, "src"), DossierEvent) for e in odd.events)
+    assert odd.events[-1]["attributes"][flag] is True
 
 
 def test_the_window_is_named_in_the_detail():
