@@ -161,3 +161,61 @@ async def test_unreadable_payloads_and_auth_answered_in_the_portal_shape(app_cli
     assert response.json()["error_code"] == 0, response.text
     response = await app_client.post("/v1/dvcqg", json={**call, "madonvi": "H99"}, headers=auth(ADMIN_KEY))
     assert response.json()["results"][0]["reason"] == "unknown_unit"
+
+
+async def test_an_unreadable_optional_time_keeps_the_dossier_flagged_for_the_drill_down(app_client):
+    """Never lose a dossier over one odd field: an optional time that cannot be read (or lies outside
+    2000-2100) is dropped, the dossier kept, answered 0, counted by the rules without it, and flagged."""
+    runtime = app_client.app.state.runtime
+    base = {"MaTTHC": "9.999.unknown", "KenhThucHien": "2", "DonViXuLy": ""}
+    records = [
+        # No due time left, no legal time in the catalogue: on time by rule, flagged.
+        {**base, "MaHoSo": "HS-DUE", "TrangThaiHoSo": "2", "NgayTiepNhan": "20260803080000",
+         "NgayHenTra": "03/08/2026"},
+        # The end time unreadable: the end comes from the step record (on time against its due time).
+        {**base, "MaHoSo": "HS-END", "TrangThaiHoSo": "9", "NgayTiepNhan": "20260804080000",
+         "NgayHenTra": "20260810170000", "NgayKetThucXuLy": "2026-08-06"},
+        # The return time outside the window: the end is NgayKetThucXuLy, after the due time.
+        {**base, "MaHoSo": "HS-LATE", "TrangThaiHoSo": "10", "NgayTiepNhan": "20260803080000",
+         "NgayHenTra": "20260805170000", "NgayKetThucXuLy": "20260807100000", "NgayTra": "99991231235959"},
+    ]
+    response = await app_client.post("/v1/dvcqg", json=snapshot_call("H44.03", records), headers=auth(SOURCE_KEY))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["error_code"] == 0, body
+    assert [(r["MaHoSo"], r["status"]) for r in body["results"]] == [
+        ("HS-DUE", "accepted"), ("HS-END", "accepted"), ("HS-LATE", "accepted")]
+    step = {"MaHoSo": "HS-END", "TrangThai": "9", "ThoiDiemXuLy": "20260806100000", "PhongBanXuLy": "Phòng Kinh tế",
+            "NgayKetThucTheoQuyDinh": "06/08/2026"}
+    response = await app_client.post("/v1/dvcqg/CapNhatTienDoHoSoMC", json=progress_call("H44.03", [step]),
+                                     headers=auth(SOURCE_KEY))
+    assert response.json()["error_code"] == 0, response.text
+
+    # Only a record without its receipt time (or its code, or its status) is refused, with the reason.
+    refused = {**records[0], "MaHoSo": "HS-NO-RECEIPT", "NgayTiepNhan": "03/08/2026"}
+    response = await app_client.post("/v1/dvcqg", json=snapshot_call("H44.03", [refused]), headers=auth(SOURCE_KEY))
+    assert response.status_code == 422
+    [result] = response.json()["results"]
+    assert (result["status"], result["reason"], result["field"]) == ("rejected", "bad_timestamp", "NgayTiepNhan")
+
+    await drain(runtime)
+    scores = await app_client.get("/v1/scores/H44.03", params={"period": "2026-08"}, headers=auth(READER_KEY))
+    assert scores.status_code == 200, scores.text
+    components = {c["id"]: c for g in scores.json()["groups"] for c in g["components"]}
+    assert scores.json()["counters"]["received"] == 3
+    assert (components["2.1"]["numerator"], components["2.1"]["denominator"]) == (2, 3)  # HS-LATE overdue
+    response = await app_client.get("/v1/units/H44.03/dossiers", params={"period": "2026-08", "flag": "input_gaps"},
+                                    headers=auth(READER_KEY))
+    assert response.status_code == 200, response.text
+    gaps = {d["dossier_code"]: d for d in response.json()["items"]}
+    assert {code: d["flags"] for code, d in gaps.items()} == {
+        "HS-DUE": ["due_time_unreadable", "no_deadline_flagged"],
+        "HS-END": ["end_from_steps", "end_time_unreadable", "step_time_unreadable"],
+        "HS-LATE": ["end_time_unreadable"],
+    }
+    assert gaps["HS-DUE"]["due_at"] is None and gaps["HS-DUE"]["overdue"] is False
+    assert gaps["HS-END"]["ended_at"] == vn(2026, 8, 6, 10).isoformat()
+    assert gaps["HS-LATE"]["ended_at"] == vn(2026, 8, 7, 10).isoformat() and gaps["HS-LATE"]["overdue"] is True
+    async with runtime.engine.connect() as conn:
+        letters = await (await driver_connection(conn)).fetch("SELECT reason FROM dead_letters")
+    assert [r["reason"] for r in letters] == ["bad_timestamp"]
