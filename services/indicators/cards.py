@@ -245,6 +245,11 @@ async def refresh_marked(runtime: Runtime, *, everything: bool = False, now: dt.
         return await compute_cards(apg, runtime, targets, now or utcnow()) if targets else 0
 
 
+def _current(row, inputs_key: str) -> bool:
+    """A stored card answers for now: computed under the policies in force, after its last mark."""
+    return row["inputs_key"] == inputs_key and (row["marked_at"] is None or row["marked_at"] < row["computed_at"])
+
+
 def card_of(row) -> Card:
     return Card(row["unit_code"], row["period"], row["layout"], row["computed_at"], row["etag"], row["body"],
                 row["summary"], row["counts"])
@@ -263,8 +268,7 @@ async def read_cards(runtime: Runtime, codes: Iterable[str], period: str, layout
                WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = $3""",
             codes, period, layout,
         )
-    cards = {r["unit_code"]: card_of(r) for r in rows
-             if r["inputs_key"] == key and (r["marked_at"] is None or r["marked_at"] < r["computed_at"])}
+    cards = {r["unit_code"]: card_of(r) for r in rows if _current(r, key)}
     missing = [c for c in codes if c not in cards]
     if missing:
         async with runtime.engine.begin() as conn:
@@ -291,8 +295,7 @@ async def read_summaries(runtime: Runtime, codes: Iterable[str], period: str) ->
                WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = 'portal'""",
             codes, period,
         )
-    out = {r["unit_code"]: r["summary"] for r in rows
-           if r["inputs_key"] == key and (r["marked_at"] is None or r["marked_at"] < r["computed_at"])}
+    out = {r["unit_code"]: r["summary"] for r in rows if _current(r, key)}
     missing = [c for c in codes if c not in out]
     if missing:
         out.update({code: card.summary for code, card in (await read_cards(runtime, missing, period)).items()})
