@@ -43,13 +43,14 @@ SNAPSHOT_LOCK = 766_002  # advisory lock key of the scheduled snapshot
 
 
 async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: int,
-                        now: dt.datetime | None = None) -> int:
-    """Apply up to ``batch_size`` queued events; returns how many were applied (0: none, or another
-    worker holds the lock). ``now``: the evaluation instant (default the clock; a replayed month's day)."""
+                        now: dt.datetime | None = None) -> int | None:
+    """Apply up to ``batch_size`` queued events; returns how many were applied (0: none queued), or None
+    when another transaction (a worker, the sweep) holds the apply lock: not this worker's turn, which is
+    neither progress nor an empty queue. ``now``: the evaluation instant (default the clock)."""
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
-            return 0
+            return None
         started = time.perf_counter()
         rows = await apg.fetch(
             """WITH batch AS (
@@ -183,9 +184,12 @@ class QueueWorker:
                 log.exception("applying a batch failed; it stays queued")
                 await self._sleep(1.0)
                 continue
+            if applied is None:  # the lock holder may be blocked (a sweep on a locked table): not progress
+                await self._wait_for_events(settings.apply_idle_poll_seconds)
+                continue
             self._progress_at = time.monotonic()
             if applied < settings.apply_batch_size:
-                self._oldest_pending_at = None  # the queue was drained (or another worker holds it)
+                self._oldest_pending_at = None  # the queue was drained
                 await self._wait_for_events(settings.apply_idle_poll_seconds)
 
     async def _cards_loop(self) -> None:
