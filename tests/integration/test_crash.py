@@ -8,11 +8,6 @@ import asyncio
 import dataclasses
 import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +18,6 @@ from shared.kafka import ensure_topics
 from tests.support.kafka import (
     as_messages,
     end_offsets,
-    free_port,
     kafka_env,
     kafka_settings,
     live_counters,
@@ -33,9 +27,9 @@ from tests.support.kafka import (
     stored_offsets,
     wait_caught_up,
 )
+from tests.support.processes import DvcProcess
 
 pytestmark = pytest.mark.slow
-DVC766 = str(Path(sys.executable).with_name("dvc766"))
 STREAM_DOSSIERS = 5000  # x 4 events = 20,000 events
 POISON = [b"\x00 not json", b'{"event_id": "p-1"}', b'{"event_id": "p-2", "dossier_code": "S000003", '
           b'"unit_code": "H99", "procedure_code": "P", "status": 2, "occurred_at": "2026-08-03T08:00:00+07:00"}']
@@ -49,74 +43,10 @@ async def kafka_rt(clean_db, broker):
     return dataclasses.replace(clean_db, settings=settings)
 
 
-_started: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _workers_end_with_their_test():
-    """A failed assertion must not leave a worker applying to the next test's tables."""
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-class Worker:
-    """One `dvc766 indicators` process."""
-
-    def __init__(self, runtime, name: str, **env: str) -> None:
-        self.env = {**kafka_env(runtime.settings, runtime.settings.database_url), **env}
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix=f"dvc766-{self.name}-", suffix=".log", delete=False)
-        env = dict(self.env, DVC766_LOG_LEVEL="INFO")
-        self.proc = subprocess.Popen([DVC766, "indicators", "--port", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        _started.append(self.proc)
-        return self
-
-    async def wait_ready(self, timeout: float = 30.0) -> dict:
-        """Until the worker answers /readyz (store and Kafka reachable); returns the checks."""
-        import httpx
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with httpx.AsyncClient() as client:
-            while loop.time() < deadline:
-                assert self.alive(), self.errors()
-                try:
-                    response = await client.get(f"http://127.0.0.1:{self.port}/readyz")
-                    if response.status_code == 200:
-                        return response.json()["checks"]
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("worker not ready")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def terminate(self) -> str:
-        """SIGTERM: a graceful stop (uvicorn re-raises the signal once shut down); returns the log."""
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(30) in (0, -signal.SIGTERM)
-        return self.output()
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")
-
-    def errors(self) -> str:
-        return self.output()[-3000:] if self.proc and self.proc.poll() is not None else ""
+def start_worker(runtime, name: str, **env: str) -> DvcProcess:
+    """One `dvc766 indicators` process, started."""
+    env = {**kafka_env(runtime.settings, runtime.settings.database_url), "DVC766_LOG_LEVEL": "INFO", **env}
+    return DvcProcess("indicators", env, name=name).start()
 
 
 async def _stream(runtime) -> tuple[list[dict], dict[int, int]]:
@@ -137,7 +67,7 @@ async def _progress(runtime) -> int:
     return sum((await stored_offsets(runtime, runtime.settings.kafka_group_id)).values())
 
 
-async def _wait_progress(runtime, at_least: int, workers: list[Worker], timeout: float = 60.0) -> int:
+async def _wait_progress(runtime, at_least: int, workers: list[DvcProcess], timeout: float = 60.0) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -145,7 +75,7 @@ async def _wait_progress(runtime, at_least: int, workers: list[Worker], timeout:
         if done >= at_least:
             return done
         for w in workers:
-            assert w.alive(), w.errors()
+            assert w.alive(), w.output()[-3000:]
         await asyncio.sleep(0.02)
     raise AssertionError(f"no progress to {at_least} in {timeout}s")
 
@@ -169,16 +99,16 @@ async def test_sigkill_at_random_points_then_restart(kafka_rt):
     total = sum(ends.values())
     rng = random.Random(os.environ.get("DVC766_CRASH_SEED", "766"))
     kill_points = sorted(rng.sample(range(total // 10, total * 9 // 10), 3))
-    worker = Worker(kafka_rt, "w1").start()
+    worker = start_worker(kafka_rt, "w1")
     kills = []
     for point in kill_points:
         reached = await _wait_progress(kafka_rt, point, [worker])
         worker.kill()
         kills.append(reached)
         assert reached < total  # killed while the stream was still being consumed
-        worker = Worker(kafka_rt, "w1").start()
+        worker = start_worker(kafka_rt, "w1")
     await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=worker.alive)
-    assert (await worker.wait_ready()) == {"database": "ok", "indicators": "ok", "kafka": "ok"}
+    assert (await worker.ready()).json()["checks"] == {"database": "ok", "indicators": "ok", "kafka": "ok"}
     assert "kafka applier stopped" in worker.terminate()  # a graceful stop
     assert len(kills) == 3, kills
     await _assert_exactly_once(kafka_rt, events)
@@ -188,9 +118,9 @@ async def test_two_workers_rebalance_and_a_kill(kafka_rt):
     events, ends = await _stream(kafka_rt)
     total = sum(ends.values())
     # One worker applies one batch at a time, the other keeps two in flight (the default).
-    first = Worker(kafka_rt, "a", DVC766_KAFKA_BATCHES_IN_FLIGHT="1").start()
+    first = start_worker(kafka_rt, "a", DVC766_KAFKA_BATCHES_IN_FLIGHT="1")
     await _wait_progress(kafka_rt, total // 5, [first])
-    second = Worker(kafka_rt, "b").start()  # the group rebalances
+    second = start_worker(kafka_rt, "b")  # the group rebalances
     await _wait_progress(kafka_rt, total // 2, [first, second])
     owners = None
     async with kafka_rt.engine.connect() as conn:
@@ -198,7 +128,7 @@ async def test_two_workers_rebalance_and_a_kill(kafka_rt):
         owners = {r["owner"] for r in await apg.fetch("SELECT owner FROM kafka_offsets")}
     first.kill()  # mid-stream: its partitions move to the survivor after the session timeout
     await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=second.alive)
-    await second.wait_ready()
+    await second.ready()
     assert "kafka applier stopped" in second.terminate()
     assert owners  # offsets were stored by the group's members
     await _assert_exactly_once(kafka_rt, events)
@@ -207,7 +137,7 @@ async def test_two_workers_rebalance_and_a_kill(kafka_rt):
 async def test_database_connections_dropped_mid_batch(kafka_rt):
     events, ends = await _stream(kafka_rt)
     total = sum(ends.values())
-    worker = Worker(kafka_rt, "w").start()
+    worker = start_worker(kafka_rt, "w")
     dropped = 0
     for fraction in (0.2, 0.45, 0.7):
         await _wait_progress(kafka_rt, int(total * fraction), [worker])
@@ -223,7 +153,7 @@ async def test_database_connections_dropped_mid_batch(kafka_rt):
                          AND application_name = 'dvc766' AND backend_type = 'client backend'""")
             await kafka_rt.engine.dispose()  # our own pooled connections were dropped as well
     await wait_caught_up(kafka_rt, kafka_rt.settings.kafka_group_id, ends, timeout=90, alive=worker.alive)
-    await worker.wait_ready()
+    await worker.ready()
     log = worker.terminate()
     assert "kafka applier stopped" in log
     assert dropped >= 3 and "applying a kafka batch failed" in log  # some drops hit a batch in flight

@@ -2,12 +2,7 @@
 
 import json
 import logging
-import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 from importlib.metadata import version
@@ -17,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_KEY, READER_KEY, UNITS_FILE, auth
 from tests.support.events import event, vn
+from tests.support.processes import DvcProcess, service_env
 
 
 async def test_health_ready_metrics_openapi(app_client, clean_db):
@@ -45,49 +41,23 @@ async def test_health_ready_metrics_openapi(app_client, clean_db):
         spec["paths"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_applies_in_the_background_and_stops_gracefully(test_database, clean_db, tmp_path):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DVC766_DATABASE_URL": test_database.async_url,
-        "DVC766_UNITS_FILE": str(UNITS_FILE),
-        "DVC766_DATA_DIR": str(tmp_path),
-        "DVC766_API_KEYS": json.dumps({ADMIN_KEY: {"role": "admin"}, READER_KEY: {"role": "reader"}}),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    env = service_env(test_database.async_url, tmp_path, units_file=UNITS_FILE,
+                      api_keys=json.dumps({ADMIN_KEY: {"role": "admin"}, READER_KEY: {"role": "reader"}}))
+    with DvcProcess("serve", env) as serve:
         events = [event("S1", 2, vn(2026, 8, 3), due_at=vn(2026, 8, 10)), event("S1", 9, vn(2026, 8, 4))]
-        posted = httpx.post(f"{base}/v1/events", json=events, headers=auth(ADMIN_KEY), timeout=10)
+        posted = httpx.post(f"{serve.url}/v1/events", json=events, headers=auth(ADMIN_KEY), timeout=10)
         assert posted.json()["accepted"] == 2
         received = 0
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and received == 0:  # the background worker applies them
-            body = httpx.get(f"{base}/v1/scores/H44.03?period=2026-08", headers=auth(READER_KEY), timeout=5).json()
+            body = httpx.get(f"{serve.url}/v1/scores/H44.03?period=2026-08", headers=auth(READER_KEY),
+                             timeout=5).json()
             received = body["counters"]["received"]
             time.sleep(0.1)
         assert received == 1
         assert body["counters"]["on_time"] == 1
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0].decode()
-    # uvicorn finishes the shutdown, then re-raises the signal it caught (exit status -SIGTERM).
-    assert process.returncode in (0, -signal.SIGTERM), output
+        output = serve.terminate()
     assert '"msg":"dvc766 stopped"' in output and "Application shutdown complete" in output
 
 

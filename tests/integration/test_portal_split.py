@@ -9,10 +9,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import httpx
 import orjson
@@ -22,11 +18,10 @@ from services.indicators.engine import IndicatorEngine
 from services.indicators.replay import check
 from shared.db.raw import driver_connection
 from shared.kafka import SOURCE_HEADER, ensure_topics
-from tests.integration.test_crash import Worker
+from tests.integration.test_crash import start_worker
 from tests.support.clients import TDDossier, TDHistoryRow, ThanhHoaTD
 from tests.support.kafka import (
     end_offsets,
-    free_port,
     kafka_env,
     kafka_settings,
     live_counters,
@@ -35,10 +30,10 @@ from tests.support.kafka import (
     stored_offsets,
     wait_caught_up,
 )
+from tests.support.processes import DvcProcess
 from tests.support.portal import vn
 
 pytestmark = pytest.mark.slow
-DVC766 = str(Path(sys.executable).with_name("dvc766"))
 TD_KEY = "td-split-key"
 DOSSIERS = 150
 IDENTIFIERS = {"H44.07": "000.00.07.H44", "H44.100": "000.20.01.H44"}
@@ -59,38 +54,11 @@ async def kafka_rt(clean_db, broker):
             await (await driver_connection(conn)).execute("UPDATE units SET identifier = NULL")
 
 
-class Ingest:
-    """One `dvc766 ingest` process in Kafka mode."""
-
-    def __init__(self, runtime) -> None:
-        self.port = free_port()
-        keys = {TD_KEY: {"role": "source", "source": "td-h44", "units": ["H44"]}}
-        env = {**kafka_env(runtime.settings, runtime.settings.database_url), "DVC766_API_KEYS": json.dumps(keys)}
-        self.log = tempfile.NamedTemporaryFile(prefix="dvc766-ingest-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([DVC766, "ingest", "--port", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with httpx.AsyncClient() as client:
-            while loop.time() < deadline:
-                assert self.proc.poll() is None, Path(self.log.name).read_text(errors="replace")[-3000:]
-                try:
-                    if (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("ingest not ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def ingest_process(runtime) -> DvcProcess:
+    """One `dvc766 ingest` process in Kafka mode, started."""
+    keys = {TD_KEY: {"role": "source", "source": "td-h44", "units": ["H44"]}}
+    env = {**kafka_env(runtime.settings, runtime.settings.database_url), "DVC766_API_KEYS": json.dumps(keys)}
+    return DvcProcess("ingest", env).start()
 
 
 def lives(n: int) -> list[TDDossier]:
@@ -130,11 +98,11 @@ async def replay(td: ThanhHoaTD, dossiers: list[TDDossier]) -> None:
 
 async def test_portal_sync_through_dvc766_ingest_is_on_the_topic_and_counted_once(kafka_rt):
     settings = kafka_rt.settings
-    ingest = Ingest(kafka_rt)
-    first = Worker(kafka_rt, "a").start()
+    ingest = ingest_process(kafka_rt)
+    first = start_worker(kafka_rt, "a")
     try:
-        await ingest.wait_ready()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ingest.port}", timeout=30) as http:
+        await ingest.ready()
+        async with httpx.AsyncClient(base_url=ingest.url, timeout=30) as http:
             base = f"madonvi=000.00.00.H44&token={TD_KEY}"
             td = ThanhHoaTD(http, url_create=f"/v1/dvcqg/DongBoHoSoMC?{base}&isUpdating=False",
                             url_update=f"/v1/dvcqg/DongBoHoSoMC?{base}&isUpdating=True",
@@ -145,14 +113,14 @@ async def test_portal_sync_through_dvc766_ingest_is_on_the_topic_and_counted_onc
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 90
             while sum((await stored_offsets(kafka_rt, settings.kafka_group_id)).values()) < 300:
-                assert first.alive(), first.errors()
+                assert first.alive(), first.output()[-3000:]
                 assert not sending.done(), "the stream ended before the worker was killed"
                 assert loop.time() < deadline
                 await asyncio.sleep(0.02)
             first.kill()
             killed_at = sum((await stored_offsets(kafka_rt, settings.kafka_group_id)).values())
             assert not sending.done()
-            second = Worker(kafka_rt, "b").start()
+            second = start_worker(kafka_rt, "b")
             await sending
         assert all(c.status == 200 and str(c.reply["error_code"]) == "0" for c in td.calls)
 
@@ -166,13 +134,13 @@ async def test_portal_sync_through_dvc766_ingest_is_on_the_topic_and_counted_onc
         assert all(b["event_id"].startswith("dvcqg:") for b in bodies)
 
         await wait_caught_up(kafka_rt, settings.kafka_group_id, ends, timeout=120, alive=second.alive)
-        await second.wait_ready()
+        await second.ready()
         second.terminate()
     finally:
         ingest.stop()
-        for worker in (first, locals().get("second")):
-            if worker is not None and worker.alive():
-                worker.kill()
+        for process in (first, locals().get("second")):
+            if process is not None and process.alive():
+                process.kill()
 
     # Exactly once: the counters of one clean run over the topic's messages, whatever was killed.
     assert await live_counters(kafka_rt) == reference_counters(kafka_rt, bodies, "td-h44")

@@ -8,12 +8,12 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, READER_KEY, auth
-from tests.support.live import LiveServer
+from tests.support.processes import live_server
 
 
 @pytest.fixture(scope="module")
 def server(settings):
-    with LiveServer(settings, rate_limit_key_per_second=0.01, rate_limit_key_burst=3,
+    with live_server(settings, rate_limit_key_per_second=0.01, rate_limit_key_burst=3,
                     rate_limit_address_per_second=0.01, rate_limit_address_burst=10,
                     rate_limit_auth_failures_per_minute=0.5, rate_limit_auth_failure_burst=3) as live:
         yield live

@@ -15,7 +15,7 @@ import pytest
 from shared.db.engine import migrate_sync
 from tests.conftest import ADMIN_KEY
 from tests.support.database import TestDatabase
-from tests.support.live import LiveServer
+from tests.support.processes import live_server
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 # Request-body acceptance (positive_data_acceptance) needs typed request schemas, which the routes do
@@ -32,7 +32,7 @@ def live(settings, tmp_path_factory):
         own = settings.model_copy(update={"database_url": database.url,
                                           "data_dir": tmp_path_factory.mktemp("fuzz")})
         # the fuzzer is one client with one key, sending as fast as it can: limits would hide the rest
-        with LiveServer(own, rate_limit_key_per_second=0, rate_limit_address_per_second=0,
+        with live_server(own, rate_limit_key_per_second=0, rate_limit_address_per_second=0,
                         rate_limit_auth_failures_per_minute=0) as server:
             yield server
     finally:
