@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     kafka_group_id: str = "dvc766-indicators"
     kafka_source: str = "kafka"  # the source recorded for events read from the topic
     kafka_idempotent_producer: bool = True
-    # Kafka at scale (issue 3). An optional raw upstream topic that `dvc766 ingest` bridges into the
+    # An optional raw upstream topic that `dvc766 ingest` bridges into the
     # canonical topic (absent: upstream systems write to `kafka_topic` directly).
     kafka_upstream_topic: str | None = None
     kafka_create_topics: bool = True  # create missing topics at start (partitions and replication below)

@@ -89,7 +89,7 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
                 # array short) would stick to the connection. Our batch statements want a plan per call.
                 "plan_cache_mode": "force_custom_plan",
                 # Batch statements over thousands of rows cross jit_above_cost; compiling them costs more
-                # than it saves (PostgreSQL CPU per applied event 81-84 µs with JIT, 72-78 µs without).
+                # than it saves (bench/kafka_throughput.py shows the difference).
                 "jit": "off",
                 "statement_timeout": str(statement_timeout_ms),
                 "lock_timeout": str(lock_timeout_ms),

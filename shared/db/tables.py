@@ -199,7 +199,7 @@ kafka_offsets = Table(
     Column("last_timestamp_ms", BigInteger, nullable=True),
 )
 
-# --- Issue 4: feeds and snapshots (migration 0003) ---
+# --- Feeds and snapshots ---
 
 # The procedure catalogue, versioned by valid_from; a full replace writes tombstones (removed).
 procedures = Table(

@@ -46,7 +46,7 @@ WITHDRAWN = "withdrawn"
 NO_DEADLINE = "no_deadline_flagged"
 RECEIVED_BY_CHANNEL = {1: "received_in_person", 2: "received_online", 3: "received_postal"}
 
-# Dossier attributes (events.md §2) counted in the received period (issue 4: components 1.4, 3.5, 4.x).
+# Dossier attributes (events.md §2) counted in the received period (components 1.4, 3.5, 4.x).
 SYNCED = "synced"  # 1.4
 E_RESULT = "e_result"  # 4.1
 RESULT_REQUIRED = "result_required"  # 4.1's denominator under the result_required policy
@@ -116,7 +116,7 @@ class Contribution:
             open_deadline=dt.datetime.fromisoformat(deadline) if deadline else None,
             deadline_passed=bool(data.get("x")),
             open_undetermined=bool(data.get("o")),
-            start_month=data.get("s"),  # absent in contributions stored before issue 4
+            start_month=data.get("s"),  # absent in contributions stored by earlier versions
             start_counts=dict(data.get("sc") or {}),
         )
 
