@@ -39,6 +39,22 @@ async def sizes(url: str, *, vacuum: bool = False) -> list[dict]:
         await conn.close()
 
 
+async def dossier_row_bytes(url: str) -> dict:
+    """What a live dossier row is made of: average bytes of the whole row and of its wide columns."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        columns = {r[0] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'dossiers'")}
+        wide = [c for c in ("history", "contribution", "attributes") if c in columns]
+        parts = ", ".join(f"round(avg(coalesce(pg_column_size({c}), 0)))::int AS {c}" for c in wide)
+        row = await conn.fetchrow(f"SELECT round(avg(pg_column_size(d.*)))::int AS row, {parts} FROM dossiers d")
+        return {f"dossier_{k}_bytes": v for k, v in dict(row).items()}
+    finally:
+        await conn.close()
+
+
 async def execute(url: str, sql: str) -> None:
     import asyncpg
 
@@ -93,11 +109,12 @@ def main() -> None:
             posted = asyncio.run(post_batches(service.base_url, json_batches(lines), concurrency=2))
             asyncio.run(wait_applied(url, timeout=1800))
         accepted = posted["accepted"]
+        composition = asyncio.run(dossier_row_bytes(url))
         loaded = per_million(asyncio.run(sizes(url)), accepted, f"{args.label or 'run'} loaded")
         vacuumed = per_million(asyncio.run(sizes(url, vacuum=True)), accepted, f"{args.label or 'run'} vacuumed")
     name = f"storage{'-' + args.label if args.label else ''}"
     report(name, loaded + vacuumed, {"events_posted": posted["events"], "accepted": accepted,
-                                     "post_seconds": round(posted["seconds"], 1)},
+                                     "post_seconds": round(posted["seconds"], 1), **composition},
            title="Storage per million accepted events (MB)")
 
 

@@ -66,6 +66,9 @@ class Reason:
     TOO_DEEP = "too_deep"
     CONFLICT = "conflict"
     NOT_OWNER = "not_owner"
+    # The event's dossier belongs to a month that was archived (exported to files and dropped): its
+    # history can no longer change (see `dvc766 archive`).
+    DOSSIER_ARCHIVED = "dossier_archived"
 
 
 # An event is a flat object whose attributes are mostly scalars: anything nested deeper than this is not

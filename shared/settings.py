@@ -238,6 +238,16 @@ class Settings(BaseSettings):
     # time of that day on, so the day's work is in them. Empty: never taken automatically.
     snapshot_local_time: dt.time | None = dt.time(17, 0)
 
+    # Storage. Events are stored in monthly partitions, by the month of their dossier's first event
+    # (shared/db/partitions.py); the indicators side creates the current month's and this many following
+    # months' partitions at start and with every sweep (older ones are created when an event needs one).
+    partitions_ahead_months: int = Field(2, ge=0, le=24)
+    # `dvc766 archive` exports months older than this many months (before the current one) to files in
+    # archive_dir and drops them; it refuses younger ones. Their dossiers can then take no more events
+    # (refused: dossier_archived), and `dvc766 replay` reads them back from the files.
+    retention_months: int = Field(24, ge=1)
+    archive_dir: Path | None = None  # absent: data_dir/archive
+
     # Pages (services/api/pages/): a sign-in cookie lasts this long.
     session_hours: float = Field(8.0, gt=0, le=24 * 30)
     # Who may frame the public scoreboard (CSP frame-ancestors sources), e.g. ["https://phutho.gov.vn"].

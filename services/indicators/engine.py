@@ -51,7 +51,7 @@ DOSSIER_ROW = (
     ("ended_at", "timestamptz"), ("supplement_count", "smallint"), ("overdue_steps", "smallint"),
     ("overdue_fixed", "boolean"), ("overdue_reason", "text"), ("deadline", "timestamptz"),
     ("deadline_passed", "boolean"), ("no_deadline", "boolean"), ("contribution", "jsonb"), ("attributes", "jsonb"),
-    ("history", "bytea"), ("step_deadline", "timestamptz"),
+    ("step_deadline", "timestamptz"),
 )
 DOSSIER_COLUMNS = tuple(name for name, _ in DOSSIER_ROW)
 DOSSIER_STAGE = ", ".join(f"{name} {kind}" for name, kind in DOSSIER_ROW)
@@ -124,6 +124,22 @@ def receiving_unit(history: list[HistoryEvent]) -> str | None:
     receipt = min((e for e in history if e.status == 2), key=lambda e: (e.occurred_at, e.seq), default=None)
     first = receipt or min(history, key=lambda e: e.seq, default=None)
     return first.unit_code if first else None
+
+
+async def read_histories(conn: asyncpg.Connection, codes: list[str]) -> dict[str, list[HistoryEvent]]:
+    """The whole stored history of each dossier, read from the partition of its home month (each dossier's
+    events are all there: shared/db/partitions.py); a dossier with no event stored has none."""
+    months: dict[dt.date, list[str]] = {}
+    for row in await conn.fetch("SELECT dossier_code, home_month FROM dossier_owners WHERE dossier_code = ANY($1::text[])",
+                                codes):
+        months.setdefault(row[1], []).append(row[0])
+    histories: dict[str, list[HistoryEvent]] = {}
+    for month, in_month in sorted(months.items()):
+        # home_month = $1 lets PostgreSQL read that partition only (pruned at execution for a generic plan).
+        for row in await conn.fetch("SELECT dossier_code, seq, body FROM events "
+                                    "WHERE home_month = $1 AND dossier_code = ANY($2::text[])", month, in_month):
+            histories.setdefault(row[0], []).append(history_event(row[1], row[2]))
+    return histories
 
 
 def history_event_of(seq: int, event: DossierEvent) -> HistoryEvent:
@@ -233,59 +249,24 @@ class IndicatorEngine:
             fee_bearing_procedure=terms.fee_required and self.policy.fee_bearing == "catalogue",
         )
 
-    async def recompute(
-        self,
-        conn: asyncpg.Connection,
-        codes: list[str],
-        now: dt.datetime,
-        arrived: dict[str, list[HistoryEvent]] | None = None,
-    ) -> ApplyResult:
-        """Re-derive the given dossiers and move the counters accordingly.
-
-        With ``arrived`` (the events this batch stored, by dossier), a dossier's history is the one
-        kept in its row plus those events; without it, or for a row written before histories were
-        kept, the history is re-read from the stored events.
-        """
-        codes = sorted(set(codes).union(arrived or ()))
+    async def recompute(self, conn: asyncpg.Connection, codes, now: dt.datetime) -> ApplyResult:
+        """Re-derive the given dossiers from their whole stored histories and move the counters accordingly."""
+        codes = sorted(set(codes))
         if not codes:
             return ApplyResult()
-        # A parked dossier has no row (nor kept history): its whole history is read again. Its parked row is
-        # locked before the dossiers' rows: whoever waited for it then sees the row its applier wrote.
+        # A parked dossier has no row: its parked row is locked before the dossiers' rows, so whoever
+        # waited for it then sees the row its applier wrote.
         parked_before = {r[0] for r in await conn.fetch(
             "SELECT dossier_code FROM parked_dossiers WHERE dossier_code = ANY($1::text[]) "
             "ORDER BY dossier_code FOR UPDATE", codes)}
         # Lock the dossiers' rows (those that exist) in a fixed order before reading their history.
         old_rows = await conn.fetch(
-            "SELECT dossier_code, contribution, history FROM dossiers WHERE dossier_code = ANY($1::text[]) "
+            "SELECT dossier_code, contribution FROM dossiers WHERE dossier_code = ANY($1::text[]) "
             "ORDER BY dossier_code FOR UPDATE",
             codes,
         )
-        old = {}
-        histories: dict[str, list[HistoryEvent]] = {}
-        full_read = set(codes) if arrived is None else set(parked_before)
-        for row in old_rows:
-            code = row["dossier_code"]
-            old[code] = Contribution.from_json(row["contribution"])
-            if arrived is None:
-                continue
-            kept = row["history"]
-            if kept is None:
-                full_read.add(code)
-            else:
-                histories[code] = [event_from_compact(item) for item in orjson.loads(kept)]
-        if arrived is not None:
-            for code, events in arrived.items():
-                if code in full_read:
-                    continue
-                history = histories.setdefault(code, [])
-                known = {e.seq for e in history}
-                history.extend(e for e in events if e.seq not in known)  # (replay may have kept it already)
-        if full_read:
-            event_rows = await conn.fetch(
-                "SELECT dossier_code, seq, body FROM events WHERE dossier_code = ANY($1::text[])", sorted(full_read)
-            )
-            for row in event_rows:
-                histories.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
+        old = {row["dossier_code"]: Contribution.from_json(row["contribution"]) for row in old_rows}
+        histories = await read_histories(conn, codes)
 
         legal = await self.procedure_terms(conn, receipt_pairs(histories.values()))
 
@@ -297,7 +278,7 @@ class IndicatorEngine:
                 continue
             try:
                 facts, timeliness, contribution = self.evaluate(code, history, now, legal)
-                row = self._dossier_row(facts, timeliness, contribution, history)
+                row = self._dossier_row(facts, timeliness, contribution)
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this dossier's history, not the batch: park it
@@ -357,8 +338,7 @@ class IndicatorEngine:
         DOSSIERS_PARKED.inc(len(codes))
         return await write_counter_delta(conn, delta, touched)
 
-    def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None,
-                     history: list[HistoryEvent]):
+    def _dossier_row(self, facts: DossierFacts, timeliness: Timeliness | None, contribution: Contribution | None):
         fixed = None
         reason = None
         deadline = None
@@ -387,7 +367,6 @@ class IndicatorEngine:
             bool(timeliness and timeliness.no_deadline),
             jsonb(contribution.to_json()) if contribution else None,
             jsonb(facts.attributes or None),
-            json_bytes([compact_event(e) for e in history]),
             contribution.next_step_deadline if contribution else None,
         )
 
@@ -443,7 +422,7 @@ class IndicatorEngine:
         )
         if not codes:
             return 0
-        result = await self.recompute(conn, [], now, {r["dossier_code"]: [] for r in codes})
+        result = await self.recompute(conn, [r["dossier_code"] for r in codes], now)
         if touched is not None:
             touched.update(result.touched)
         return len(codes)

@@ -47,11 +47,11 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
 
 from services.indicators.cards import counters_moved
-from services.indicators.engine import IndicatorEngine, history_event_of
-from services.indicators.rules.dossier import HistoryEvent
+from services.indicators.engine import IndicatorEngine
 from services.ingest.intake import Item, check_items
 from services.ingest.ownership import claim_owners
-from services.ingest.store import ACCEPTED, CONFLICT, DeadLetter, store_dead_letters, store_events
+from services.ingest.store import ACCEPTED, DeadLetter, batch_months, refusal, store_dead_letters, store_events
+from shared.db.partitions import ensure_partitions
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection
 from shared.kafka import (
@@ -586,21 +586,17 @@ class KafkaApplier:
                 # events waits for its commit, then counts as a duplicate).
                 # Events of a trusted topic name the owners of the dossiers they open (no check: the
                 # HTTP ingest checked its events before producing them).
+                await ensure_partitions(apg, batch_months(good))  # first: it may wait for readers of events
                 await claim_owners(apg, good, self.runtime.units)
-                seqs: dict[tuple[str, str], int] = {}
-                outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False, seq_by_key=seqs)
+                outcomes, _ = await store_events(apg, good, transport=TRANSPORT, enqueue=False)
                 for i, outcome in zip(good_positions, outcomes):
-                    if outcome == CONFLICT:
-                        checks[i] = Rejection(Reason.CONFLICT, "a different event was already accepted under "
-                                              "this event_id; the first one stands", "event_id")
+                    refused = refusal(outcome)
+                    if refused is not None:
+                        checks[i] = refused
                     else:
                         kind = "accepted" if outcome == ACCEPTED else "duplicates"
                         counts[kind][decoded[i].source] = counts[kind].get(decoded[i].source, 0) + 1
-                arrived: dict[str, list[HistoryEvent]] = {}
-                for event, outcome in zip(good, outcomes):
-                    if outcome == ACCEPTED:
-                        seq = seqs[(event.source, event.event_id)]
-                        arrived.setdefault(event.dossier_code, []).append(history_event_of(seq, event))
+                arrived = {event.dossier_code for event, outcome in zip(good, outcomes) if outcome == ACCEPTED}
                 letters = []
                 for d, check in zip(decoded, checks):
                     if isinstance(check, DossierEvent):
@@ -634,7 +630,7 @@ class KafkaApplier:
                     )
                     if not moved:
                         raise Fenced(tp)
-                result = await self.engine.recompute(apg, [], utcnow(), arrived)
+                result = await self.engine.recompute(apg, arrived, utcnow())
                 if letters:
                     await self._produce_dead_letters(letters, decoded, checks)
                     await store_dead_letters(apg, letters)

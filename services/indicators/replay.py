@@ -127,7 +127,7 @@ async def replay_state(
             try:
                 facts, timeliness, contribution = engine.evaluate(code, history, now, legal)
                 if write_dossiers:
-                    rows[code] = engine._dossier_row(facts, timeliness, contribution, history)  # noqa: SLF001
+                    rows[code] = engine._dossier_row(facts, timeliness, contribution)  # noqa: SLF001
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this dossier only: skipped and reported, as the workers park it

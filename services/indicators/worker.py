@@ -14,9 +14,9 @@ import logging
 import time
 
 from services.indicators.cards import counters_moved, record_daily_scores, refresh_marked
-from services.indicators.engine import IndicatorEngine, history_event
-from services.indicators.rules.dossier import HistoryEvent
+from services.indicators.engine import IndicatorEngine
 from services.indicators.snapshots import take_due_snapshots
+from shared.db.partitions import ensure_ahead
 from shared.db.raw import driver_connection
 from shared.metrics import (
     APPLY_BATCH_SIZE,
@@ -52,26 +52,32 @@ async def apply_pending(runtime: Runtime, engine: IndicatorEngine, batch_size: i
         if not await apg.fetchval("SELECT pg_try_advisory_xact_lock($1)", APPLY_LOCK):
             return None
         started = time.perf_counter()
+        # (seq, home_month) is the events' key: each queued event is read from its own partition.
         rows = await apg.fetch(
             """WITH batch AS (
                    DELETE FROM pending_events WHERE seq IN (
                        SELECT seq FROM pending_events ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-                   RETURNING seq)
-               SELECT e.seq, e.dossier_code, e.body FROM events e JOIN batch b ON b.seq = e.seq""",
+                   RETURNING seq, home_month)
+               SELECT e.dossier_code FROM events e
+               JOIN batch b ON b.seq = e.seq AND b.home_month = e.home_month""",
             batch_size,
         )
         if not rows:
             return 0
-        arrived: dict[str, list[HistoryEvent]] = {}
-        for row in rows:
-            arrived.setdefault(row["dossier_code"], []).append(history_event(row["seq"], row["body"]))
-        result = await engine.recompute(apg, [], now or utcnow(), arrived)
+        result = await engine.recompute(apg, {row[0] for row in rows}, now or utcnow())
     await counters_moved(runtime, result.touched)
     APPLY_SECONDS.observe(time.perf_counter() - started)
     APPLY_BATCH_SIZE.observe(len(rows))
     EVENTS_APPLIED.inc(len(rows))
     LAST_APPLIED.set(time.time())
     return len(rows)
+
+
+async def prepare_partitions(runtime: Runtime) -> list[dt.date]:
+    """The partitions of events for this month and the next ones exist (created if not; returns those)."""
+    async with runtime.engine.begin() as conn:
+        apg = await driver_connection(conn)
+        return await ensure_ahead(apg, utcnow().date(), runtime.settings.partitions_ahead_months)
 
 
 async def sweep(runtime: Runtime, engine: IndicatorEngine) -> int:
@@ -209,6 +215,7 @@ class QueueWorker:
         interval = self.runtime.settings.sweep_interval_seconds
         while not self._stopping.is_set():
             try:
+                await prepare_partitions(self.runtime)
                 while await sweep(self.runtime, self.engine):
                     pass
                 LAST_SWEEP.set(time.time())

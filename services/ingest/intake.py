@@ -13,8 +13,17 @@ from typing import Any
 import orjson
 
 from services.ingest.ownership import check_owners
-from services.ingest.store import ACCEPTED, CONFLICT, DUPLICATE, DeadLetter, store_dead_letters, store_events
+from services.ingest.store import (
+    ACCEPTED,
+    DUPLICATE,
+    DeadLetter,
+    batch_months,
+    refusal,
+    store_dead_letters,
+    store_events,
+)
 from shared.db.notify import announce_events_queued
+from shared.db.partitions import ensure_partitions
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection, validate_event
 from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, source_label
@@ -177,6 +186,8 @@ async def intake(
     results = result.results
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
+        # First: creating a partition waits for the readers of events, while holding nothing else yet.
+        await ensure_partitions(apg, batch_months([c for c in checked if isinstance(c, DossierEvent)]))
         await check_ownership(apg, checked, allowed_units=allowed_units, runtime=runtime)
         good = [c for c in checked if isinstance(c, DossierEvent)]
         outcomes, seqs = await store_events(apg, good, transport=transport, enqueue=enqueue)
@@ -187,12 +198,12 @@ async def intake(
                 outcome = next_outcome()
                 if outcome == ACCEPTED:
                     result.new_events.append(check)
-                if outcome != CONFLICT:
+                refused = refusal(outcome)
+                if refused is None:
                     results.append({"index": item.index, "event_id": check.event_id, "status": outcome})
                     continue
                 entry: dict[str, Any] = {"index": item.index, "event_id": check.event_id}
-                check = Rejection(Reason.CONFLICT, "a different event was already accepted under this event_id; "
-                                  "the first one stands", "event_id")
+                check = refused
             else:
                 entry = {"index": item.index}
                 if (claimed := item.event_id()) is not None:

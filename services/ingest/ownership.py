@@ -10,8 +10,11 @@ owner and is checked against it. Later events never move ownership.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import asyncpg
 
+from shared.db.partitions import month_of
 from shared.events import DossierEvent, Reason, Rejection
 from shared.units import UnitTree
 
@@ -43,12 +46,15 @@ async def claim_owners(conn: asyncpg.Connection, events: list[DossierEvent], uni
     claims = claims_of(events, units)
     if not claims:
         return {}
+    homes: dict[str, dt.date] = {}  # a new dossier's events are stored in the month of its first one
+    for event in events:
+        homes.setdefault(event.dossier_code, month_of(event.occurred_at))
     codes = sorted(claims)  # claims in one order everywhere: two batches wait, never deadlock
     await conn.execute(
-        """INSERT INTO dossier_owners (dossier_code, unit_code)
-           SELECT c, u FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(c, u, n) ORDER BY n
+        """INSERT INTO dossier_owners (dossier_code, unit_code, home_month)
+           SELECT c, u, m FROM unnest($1::text[], $2::text[], $3::date[]) WITH ORDINALITY AS t(c, u, m, n) ORDER BY n
            ON CONFLICT (dossier_code) DO NOTHING""",
-        codes, [claims[c] for c in codes],
+        codes, [claims[c] for c in codes], [homes[c] for c in codes],
     )
     rows = await conn.fetch("SELECT dossier_code, unit_code FROM dossier_owners WHERE dossier_code = ANY($1::text[])",
                             codes)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import asyncpg
 
-from shared.events import DossierEvent
+from shared.db.partitions import month_of
+from shared.events import DossierEvent, Reason, Rejection
 
-ACCEPTED, DUPLICATE, CONFLICT = "accepted", "duplicate", "conflict"
+ACCEPTED, DUPLICATE, CONFLICT, ARCHIVED = "accepted", "duplicate", "conflict", "archived"
 
 
 @dataclass(frozen=True)
@@ -25,64 +27,94 @@ class DeadLetter:
     kafka_offset: int | None = None
 
 
+def refusal(outcome: str) -> Rejection | None:
+    """The rejection of an event ``store_events`` did not keep (conflict, archived), else None."""
+    if outcome == CONFLICT:
+        return Rejection(Reason.CONFLICT, "a different event was already accepted under this event_id; "
+                         "the first one stands", "event_id")
+    if outcome == ARCHIVED:
+        return Rejection(Reason.DOSSIER_ARCHIVED, "this event's dossier belongs to an archived month; its "
+                         "history can no longer change (the event is kept as a dead letter)", "dossier_code")
+    return None
+
+
+def batch_months(batch: list[DossierEvent]) -> set[dt.date]:
+    """The months whose partitions a batch may need: a new dossier's home month is its first event's."""
+    return {month_of(event.occurred_at) for event in batch}
+
+
 async def store_events(
     conn: asyncpg.Connection, batch: list[DossierEvent], *, transport: str, enqueue: bool,
-    seq_by_key: dict[tuple[str, str], int] | None = None,
 ) -> tuple[list[str], list[int]]:
-    """Insert events idempotently on (source, event_id).
+    """Insert events idempotently on (source, event_id), each into its dossier's home-month partition.
 
-    Returns each event's outcome (accepted / duplicate / conflict, in batch order) and the sequence
-    numbers of the newly stored ones. With ``enqueue`` the new events are also queued for the
-    indicators worker (the database path used when there is no Kafka). ``seq_by_key``, if given,
-    receives the sequence number of each newly stored (source, event_id).
+    The dossiers' owners (with their home months) must be claimed first, in the same transaction
+    (services/ingest/ownership.py), and the partitions of :func:`batch_months` ensured before that.
+    Returns each event's outcome (accepted / duplicate / conflict / archived: its dossier's month was
+    archived, in batch order) and the sequence numbers of the newly stored ones. With ``enqueue`` the
+    new events are also queued for the indicators worker (the database path used when there is no
+    Kafka).
     """
     if not batch:
         return [], []
+    homes = {r[0]: (r[1], r[2]) for r in await conn.fetch(
+        """SELECT o.dossier_code, o.home_month, a.month IS NOT NULL
+           FROM dossier_owners o LEFT JOIN archived_months a ON a.month = o.home_month
+           WHERE o.dossier_code = ANY($1::text[])""",
+        list({event.dossier_code for event in batch}))}
     first_index: dict[tuple[str, str], int] = {}
     unique: list[DossierEvent] = []
     for i, event in enumerate(batch):
         key = (event.source, event.event_id)
-        if key not in first_index:
+        if event.dossier_code not in homes:
+            raise LookupError(f"dossier {event.dossier_code!r} has no owner: claim owners before storing events")
+        if key not in first_index and not homes[event.dossier_code][1]:
             first_index[key] = i
             unique.append(event)
-    hashes = [event.body_hash() for event in batch]
-    # The rows travel as three arrays: the normalised bodies as JSON text (the jsonb column; the other
-    # columns are its fields, taken out in SQL: no per-value encoding in Python), sources and hashes.
+    hashes = [bytes.fromhex(event.body_hash()) for event in batch]
+    # The rows travel as arrays: the normalised bodies as JSON text (the jsonb column; the other columns
+    # are its fields, taken out in SQL: no per-value encoding in Python), sources, hashes and months.
     # (One JSON array of the bodies instead cost PostgreSQL ~15% more: jsonb_array_elements parses the
-    # whole array, then copies each element out.) Sequence numbers are drawn in batch order (arrival
-    # order), but rows go into the unique index in key order: two concurrent batches sharing event ids
-    # (re-sent duplicates) then wait for each other instead of deadlocking.
+    # whole array, then copies each element out.) Keys go into the registry in key order (two concurrent
+    # batches sharing event ids, re-sent duplicates, then wait for each other instead of deadlocking);
+    # sequence numbers are drawn in batch order (arrival order) for the keys new to it.
     statement = """
-        WITH numbered AS (
-            SELECT u.b::jsonb AS b, u.s, u.h,
-                nextval((SELECT pg_get_serial_sequence('events', 'seq'))::regclass) AS seq
-            FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(b, s, h, n)
-            ORDER BY n
-        ), ins AS (
-            INSERT INTO events (seq, source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
-            SELECT seq, s, b->>'event_id', b->>'dossier_code', (b->>'status')::smallint,
-                (b->>'occurred_at')::timestamptz, b, h, $4
-            FROM numbered ORDER BY s, b->>'event_id'
+        WITH input AS (
+            SELECT u.b::jsonb AS b, u.s, u.h, u.m, u.n
+            FROM unnest($1::text[], $2::text[], $3::bytea[], $4::date[]) WITH ORDINALITY AS u(b, s, h, m, n)
+        ), keys AS (
+            INSERT INTO event_keys (source, event_id, body_hash)
+            SELECT s, b->>'event_id', h FROM input ORDER BY s, b->>'event_id'
             ON CONFLICT (source, event_id) DO NOTHING
-            RETURNING seq, source, event_id
+            RETURNING source, event_id
+        ), numbered AS (
+            SELECT i.b, i.s, i.m, nextval((SELECT pg_get_serial_sequence('events', 'seq'))::regclass) AS seq
+            FROM input i JOIN keys k ON k.source = i.s AND k.event_id = i.b->>'event_id'
+            ORDER BY i.n
+        ), ins AS (
+            INSERT INTO events (seq, home_month, source, event_id, dossier_code, status, occurred_at, body, transport)
+            SELECT seq, m, s, b->>'event_id', b->>'dossier_code', (b->>'status')::smallint,
+                (b->>'occurred_at')::timestamptz, b, $5
+            FROM numbered
+            RETURNING seq, source, event_id, home_month
         ){queue}
         SELECT seq, source, event_id FROM ins
-    """.format(queue=", q AS (INSERT INTO pending_events (seq) SELECT seq FROM ins)" if enqueue else "")
+    """.format(queue=", q AS (INSERT INTO pending_events (seq, home_month) SELECT seq, home_month FROM ins)"
+               if enqueue else "")
     rows = await conn.fetch(
         statement,
         [event.encoded_body().decode() for event in unique],
         [event.source for event in unique],
         [hashes[first_index[(event.source, event.event_id)]] for event in unique],
+        [homes[event.dossier_code][0] for event in unique],
         transport,
-    )
+    ) if unique else []
     inserted = {(r[1], r[2]): r[0] for r in rows}  # (source, event_id) -> seq; positions: cheaper than names
-    if seq_by_key is not None:
-        seq_by_key.update(inserted)
-    known: dict[tuple[str, str], str] = {}
+    known: dict[tuple[str, str], bytes] = {}
     if len(inserted) < len(unique):
         missing = [e for e in unique if (e.source, e.event_id) not in inserted]
         existing = await conn.fetch(
-            """SELECT source, event_id, body_hash FROM events
+            """SELECT source, event_id, body_hash FROM event_keys
                WHERE (source, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
             [e.source for e in missing],
             [e.event_id for e in missing],
@@ -91,6 +123,9 @@ async def store_events(
     outcomes: list[str] = []
     for i, event in enumerate(batch):
         key = (event.source, event.event_id)
+        if homes[event.dossier_code][1]:
+            outcomes.append(ARCHIVED)
+            continue
         if key in inserted:
             first = first_index[key]
             if first == i:

@@ -46,23 +46,49 @@ units = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# Every accepted event, kept so each dossier's state can be re-derived; (source, event_id) is the
-# idempotency key.
+# Every accepted event, kept so each dossier's state can be re-derived. Partitioned by the month of its
+# dossier (``home_month``, from dossier_owners): a partition holds whole histories, and a month older than
+# the retention is archived to files and dropped as a whole (shared/db/partitions.py, services/archive.py).
+# Partitions are created at run time, not by migrations.
 events = Table(
     "events",
     metadata,
     Column("seq", BigInteger, Identity(always=False), primary_key=True),
+    Column("home_month", Date, primary_key=True),
     Column("source", String(128), nullable=False),
     Column("event_id", String(128), nullable=False),
     Column("dossier_code", String(64), nullable=False),
     Column("status", SmallInteger, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("body", JSONB, nullable=False),
-    Column("body_hash", String(64), nullable=False),
     Column("transport", String(16), nullable=False),
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
     Index("ix_events_dossier_code", "dossier_code"),
+    postgresql_partition_by="RANGE (home_month)",
+)
+
+# The idempotency key of every event: (source, event_id) counts once whatever month its dossier is in
+# (a partitioned table's unique constraint would have to include the month). ``body_hash`` tells a
+# redelivery (same body: duplicate) from a different event under a used id (conflict).
+event_keys = Table(
+    "event_keys",
+    metadata,
+    Column("source", String(128), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("body_hash", LargeBinary, nullable=False),
+)
+
+# Months whose events were exported to files and dropped (``dvc766 archive``): an event for a dossier of
+# such a month is refused (``dossier_archived``), and replay reads the month from its file.
+archived_months = Table(
+    "archived_months",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("archived_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("events", BigInteger, nullable=False),
+    Column("dossiers", BigInteger, nullable=False),
+    Column("file", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
 )
 
 # Events accepted over HTTP (no Kafka) and not yet applied to the counters.
@@ -70,6 +96,7 @@ pending_events = Table(
     "pending_events",
     metadata,
     Column("seq", BigInteger, primary_key=True),
+    Column("home_month", Date, nullable=False),
 )
 
 # Each dossier's derived facts and the contribution it last made to the counters.
@@ -96,9 +123,6 @@ dossiers = Table(
     Column("contribution", JSONB, nullable=True),
     Column("attributes", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # The applied events in the rules' compact form (services/indicators/engine.py: compact_event);
-    # NULL for rows written before migration 0006 until their next event.
-    Column("history", LargeBinary, nullable=True),  # JSON bytes (not parsed by PostgreSQL)
     # The next deadline of a step still open that the clock has not crossed (the sweeper's cue).
     Column("step_deadline", DateTime(timezone=True), nullable=True),
     Index("ix_dossiers_unit_month", "unit_code", "received_month"),
@@ -128,6 +152,8 @@ dossier_owners = Table(
     Column("dossier_code", String(64), primary_key=True),
     Column("unit_code", String(64), nullable=False),
     Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The month (UTC) of the dossier's first event: the partition of events its whole history is stored in.
+    Column("home_month", Date, nullable=False),
 )
 
 # Dossiers whose events the rules could not apply (the apply raised): out of the counters, with the error,

@@ -4,6 +4,7 @@ at intake (HTTP, the portal's payloads, Kafka) with a reason, and other dossiers
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import orjson
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from services.indicators.engine import IndicatorEngine
 from services.indicators.kafka import KafkaApplier
 from services.indicators.replay import check, reapply, rebuild
+from shared.db.partitions import ensure_partitions, month_of
 from shared.db.raw import driver_connection
 from shared.kafka import ensure_topics
 from tests.conftest import ADMIN_KEY, SOURCE_KEY, auth, drain
@@ -262,12 +264,19 @@ async def _store_as_an_older_version_did(runtime, bodies: list[dict]) -> None:
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         for body in bodies:
-            seq = await apg.fetchval(
-                """INSERT INTO events (source, event_id, dossier_code, status, occurred_at, body, body_hash, transport)
-                   VALUES ('old', $1, $2, $3, ($4::jsonb->>'occurred_at')::timestamptz, $4::jsonb, 'h', 'http')
-                   RETURNING seq""",
+            occurred = dt.datetime.fromisoformat(body["occurred_at"])
+            await ensure_partitions(apg, [month_of(occurred)])
+            await apg.execute("""INSERT INTO dossier_owners (dossier_code, unit_code, home_month) VALUES ($1, $2, $3)
+                                 ON CONFLICT DO NOTHING""", body["dossier_code"], body["unit_code"], month_of(occurred))
+            await apg.execute("INSERT INTO event_keys (source, event_id, body_hash) VALUES ('old', $1, 'h')",
+                              body["event_id"])
+            seq, month = await apg.fetchrow(
+                """INSERT INTO events (home_month, source, event_id, dossier_code, status, occurred_at, body, transport)
+                   SELECT home_month, 'old', $1, $2::text, $3, ($4::jsonb->>'occurred_at')::timestamptz, $4::jsonb, 'http'
+                   FROM dossier_owners WHERE dossier_code = $2::text
+                   RETURNING seq, home_month""",
                 body["event_id"], body["dossier_code"], body["status"], orjson.dumps(body).decode())
-            await apg.execute("INSERT INTO pending_events (seq) VALUES ($1)", seq)
+            await apg.execute("INSERT INTO pending_events (seq, home_month) VALUES ($1, $2)", seq, month)
 
 
 async def test_a_stored_event_the_rules_cannot_compute_parks_its_dossier_and_replay_reports_it(app_client, tmp_path):
