@@ -4,11 +4,12 @@
 
 Runs the production functions of the Kafka apply path on simulated events in 5,000-event batches,
 in this process, with no broker and no database: decode each message (``decode_message``), validate
-it (``check_items``), encode and hash its stored body (``store_events``'s Python side), make its rules'
-view (``history_event_of``), then per dossier of the batch decode its kept history and contribution
-(held here in a dict, as JSON, as ``dossiers.history`` and ``dossiers.contribution`` hold them), derive its facts and contribution (``IndicatorEngine.evaluate``),
-move the counters and build its dossier row (history re-encoded), and finally the batch's counter rows.
-Every dossier row, counter row and history a real batch writes is built; only the SQL is left out.
+it (``check_items``), encode and hash its stored body (``store_events``'s Python side), then per dossier
+of the batch decode its contribution and every stored body of its history (held here in a dict, as
+JSON, as ``dossiers.contribution`` and the events' bodies come from PostgreSQL) into the rules' view
+(``history_event``), derive its facts and contribution (``IndicatorEngine.evaluate``), move the
+counters and build its dossier row, and finally the batch's counter rows. Every dossier row and
+counter row a real batch writes is built; only the SQL is left out.
 
 Prints CPU µs per event of each stage (``time.process_time``, best of ``--repeat``) and the events/s
 one worker could not exceed even if PostgreSQL, the broker and the event loop cost nothing. Writes
@@ -24,7 +25,7 @@ from collections import namedtuple
 import orjson
 from common import ROOT, UNITS_FILE, base_parser, report, simulated_events  # noqa: F401  (ROOT: sys.path)
 
-from services.indicators.engine import DOSSIER_COLUMNS, IndicatorEngine, event_from_compact, history_event_of
+from services.indicators.engine import DOSSIER_COLUMNS, IndicatorEngine, history_event
 from services.indicators.kafka import decode_message
 from services.indicators.rules.counters import Contribution, CounterDelta
 from services.ingest.intake import check_items
@@ -35,8 +36,8 @@ from shared.settings import Settings
 from shared.units import UnitTree, load_units_file
 
 Record = namedtuple("Record", "topic partition offset key value headers")
-HISTORY, CONTRIBUTION = DOSSIER_COLUMNS.index("history"), DOSSIER_COLUMNS.index("contribution")
-STAGES = ("decode", "validate", "body_encode_hash", "history_event_of", "state_decode", "evaluate",
+CONTRIBUTION = DOSSIER_COLUMNS.index("contribution")
+STAGES = ("decode", "validate", "body_encode_hash", "stored_bodies", "state_decode", "evaluate",
           "counter_move_and_dossier_row", "counter_rows")
 
 
@@ -51,9 +52,9 @@ class _Runtime:
 def run(lines: list[bytes], batch_size: int, engine: IndicatorEngine, runtime: _Runtime) -> dict[str, float]:
     settings = runtime.settings
     spent = dict.fromkeys(STAGES, 0.0)
-    # dossier -> (history, contribution), both as JSON as their columns hold them: a dict of live objects
+    # dossier -> (stored bodies, contribution), as JSON as the columns hold them: a dict of live objects
     # would make every garbage collection walk them, which the real worker (state in PostgreSQL) never does
-    kept: dict[str, tuple[bytes, str | None]] = {}
+    kept: dict[str, tuple[list[tuple[int, bytes]], str | None]] = {}
     now = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
     seq = 0
     clock = time.process_time
@@ -72,24 +73,24 @@ def run(lines: list[bytes], batch_size: int, engine: IndicatorEngine, runtime: _
         arrived: dict = {}
         for event in good:
             seq += 1
-            arrived.setdefault(event.dossier_code, []).append(history_event_of(seq, event))
+            arrived.setdefault(event.dossier_code, []).append((seq, event.encoded_body()))
         t4 = clock()
         histories = {}
         old = {}
+        bodies = {}
         for code, events in arrived.items():
-            history_json, contribution_json = kept.get(code, (None, None))
+            stored, contribution_json = kept.get(code, ([], None))
             old[code] = Contribution.from_json(orjson.loads(contribution_json)) if contribution_json else None
-            history = [event_from_compact(item) for item in orjson.loads(history_json)] if history_json else []
-            history.extend(events)
-            histories[code] = history
+            bodies[code] = stored + events
+            histories[code] = [history_event(s, orjson.loads(body)) for s, body in bodies[code]]
         t5 = clock()
         evaluated = {code: engine.evaluate(code, history, now, {}) for code, history in histories.items()}
         t6 = clock()
         delta = CounterDelta()
         for code, (facts, timeliness, contribution) in evaluated.items():
             delta.move(old[code], contribution)
-            row = engine._dossier_row(facts, timeliness, contribution, histories[code])
-            kept[code] = (row[HISTORY], row[CONTRIBUTION])
+            row = engine._dossier_row(facts, timeliness, contribution)
+            kept[code] = (bodies[code], row[CONTRIBUTION])
         t7 = clock()
         delta.rows()
         t8 = clock()

@@ -117,6 +117,7 @@ def _exit_with_parent() -> None:
 # ``run(args) -> int``, and its docstring's first line is the help text.
 PLUGGED_COMMANDS = {
     "replay": "services.indicators.replay",
+    "archive": "services.indicators.archive",
     "simulate": "services.simulator.cli",
     "keys": "services.keys",
 }

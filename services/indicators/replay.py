@@ -28,7 +28,9 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from services.indicators.archive import ArchiveError, archive_dir, archived_histories
 from services.indicators.cards import counters_moved, feeds_moved
 from services.indicators.engine import (
     DOSSIER_COLUMNS,
@@ -84,8 +86,17 @@ def summed_increments(contributions: Iterable[Contribution]) -> dict[CounterKey,
     return delta.totals()
 
 
-async def _histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
-    """Every dossier's history, ``chunk_dossiers`` dossiers at a time (a server-side cursor: bounded memory)."""
+async def _histories(apg, chunk_dossiers: int, archive: Path) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
+    """Every dossier's history, ``chunk_dossiers`` dossiers at a time (a server-side cursor: bounded memory):
+    those stored, then those of the archived months, read from their files in ``archive`` (a dossier's
+    events are all in one month: shared/db/partitions.py)."""
+    async for chunk in _stored_histories(apg, chunk_dossiers):
+        yield chunk
+    async for chunk in archived_histories(apg, archive, chunk_dossiers):
+        yield chunk
+
+
+async def _stored_histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
     chunk: dict[str, list[HistoryEvent]] = {}
     async for row in apg.cursor("SELECT dossier_code, seq, body FROM events ORDER BY dossier_code, seq",
                                 prefetch=5000):
@@ -102,7 +113,7 @@ async def _histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[H
 
 
 async def replay_state(
-    apg, engine: IndicatorEngine, now: dt.datetime, *, write_dossiers: bool, chunk_dossiers: int
+    apg, engine: IndicatorEngine, now: dt.datetime, *, write_dossiers: bool, chunk_dossiers: int, archive: Path
 ) -> ReplayResult:
     """Re-derive every dossier, inside the caller's transaction: its counter increments end up in the
     temporary table ``REPLAY_TABLE`` (dropped at commit); with ``write_dossiers`` the dossier rows are
@@ -112,7 +123,7 @@ async def replay_state(
         "period text NOT NULL, metric text NOT NULL, value bigint NOT NULL) ON COMMIT DROP"
     )
     result = ReplayResult()
-    async for chunk in _histories(apg, chunk_dossiers):
+    async for chunk in _histories(apg, chunk_dossiers, archive):
         pairs = set()
         for history in chunk.values():
             receipt = next((e for e in history if e.status == 2), None)
@@ -189,11 +200,12 @@ def _chunk_size(runtime: Runtime, chunk_dossiers: int | None) -> int:
 
 async def check(
     runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None,
-    skipped: dict | None = None,
+    skipped: dict | None = None, archive: Path | None = None,
 ) -> list[tuple[CounterKey, int, int]]:
-    """Counters that differ between the stored events and the live table (empty: they agree), sorted:
-    (key, value the events give, live value). ``skipped``, if given, receives the dossiers the rules
-    could not derive (code -> error, receiving unit, events, last seq), which count in neither."""
+    """Counters that differ between the stored (and archived) events and the live table (empty: they agree),
+    sorted: (key, value the events give, live value). ``skipped``, if given, receives the dossiers the
+    rules could not derive (code -> error, receiving unit, events, last seq), which count in neither.
+    ``archive``: where the archived months' files are (default: the settings' archive_dir)."""
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         # One snapshot for both sides. Nothing but the temporary table is written, and it is rolled back.
@@ -201,7 +213,8 @@ async def check(
         await transaction.start()
         try:
             state = await replay_state(apg, engine, now or utcnow(), write_dossiers=False,
-                                       chunk_dossiers=_chunk_size(runtime, chunk_dossiers))
+                                       chunk_dossiers=_chunk_size(runtime, chunk_dossiers),
+                                       archive=archive or archive_dir(runtime.settings))
             if skipped is not None:
                 skipped.update(state.parked)
             rows = await apg.fetch(
@@ -218,16 +231,19 @@ async def check(
 
 
 async def rebuild(
-    runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None
+    runtime: Runtime, engine: IndicatorEngine, now: dt.datetime | None = None, *, chunk_dossiers: int | None = None,
+    archive: Path | None = None,
 ) -> ReplayResult:
-    """Replace every dossier state and all counters with what the stored events give, in one transaction."""
+    """Replace every dossier state and all counters with what the stored and archived events give, in one
+    transaction (``archive`` as in :func:`check`)."""
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         # Writers (workers, sweeper) wait until the rebuilt state commits; readers carry on.
         await apg.execute("LOCK TABLE events, dossiers, counters IN EXCLUSIVE MODE")
         await apg.execute("DELETE FROM dossiers")  # every dossier with events is written again below
         result = await replay_state(apg, engine, now or utcnow(), write_dossiers=True,
-                                    chunk_dossiers=_chunk_size(runtime, chunk_dossiers))
+                                    chunk_dossiers=_chunk_size(runtime, chunk_dossiers),
+                                    archive=archive or archive_dir(runtime.settings))
         await apg.execute("DELETE FROM counters")
         status = await apg.execute(f"INSERT INTO counters ({', '.join(COUNTER_COLUMNS)}) {_SUMMED_IN_KEY_ORDER}")
         result.counter_rows = int(status.split()[-1])
@@ -265,6 +281,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dossier", action="append", metavar="CODE",
                         help="derive only this dossier again (repeatable), e.g. a parked one after a fix")
     parser.add_argument("--parked", action="store_true", help="derive every parked dossier again")
+    parser.add_argument("--archive-dir", type=Path,
+                        help="where the archived months' files are (default: archive_dir, else data_dir/archive)")
 
 
 async def _main(args) -> int:
@@ -281,23 +299,31 @@ async def _main(args) -> int:
             print(f"replay: {applied.dossiers} dossiers applied, {len(applied.parked)} still parked")
             _print_parked({code: (error,) for code, error in applied.parked.items()}, args.show)
             return 1 if applied.parked else 0
-        if args.check:
-            skipped: dict = {}
-            diffs = await check(runtime, engine, skipped=skipped)
-            _print_parked(skipped, args.show)
-            if not diffs:
-                print("replay check: the live counters equal the counters rebuilt from the stored events")
-                return 0
-            print(f"replay check: {len(diffs)} counters differ (unit, procedure, period, metric: events / live)")
-            for key, expected, live in diffs[: args.show]:
-                print(f"  {key}: {expected} / {live}")
-            return 1
-        result = await rebuild(runtime, engine)
-        print(f"replay: {result.events} events, {result.dossiers} dossiers, {result.counter_rows} counters rebuilt")
-        _print_parked(result.parked, args.show)
-        return 0
+        try:
+            return await _replay_all(runtime, engine, args)
+        except ArchiveError as exc:  # an archived month's file missing or changed: nothing was written
+            print(f"replay: {exc}", file=sys.stderr)
+            return 2
     finally:
         await runtime.engine.dispose()
+
+
+async def _replay_all(runtime: Runtime, engine: IndicatorEngine, args) -> int:
+    if args.check:
+        skipped: dict = {}
+        diffs = await check(runtime, engine, skipped=skipped, archive=args.archive_dir)
+        _print_parked(skipped, args.show)
+        if not diffs:
+            print("replay check: the live counters equal the counters rebuilt from the stored events")
+            return 0
+        print(f"replay check: {len(diffs)} counters differ (unit, procedure, period, metric: events / live)")
+        for key, expected, live in diffs[: args.show]:
+            print(f"  {key}: {expected} / {live}")
+        return 1
+    result = await rebuild(runtime, engine, archive=args.archive_dir)
+    print(f"replay: {result.events} events, {result.dossiers} dossiers, {result.counter_rows} counters rebuilt")
+    _print_parked(result.parked, args.show)
+    return 0
 
 
 def _print_parked(parked: dict[str, tuple], show: int) -> None:
