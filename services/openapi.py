@@ -5,8 +5,11 @@ What a route declares itself is kept; this only adds what it leaves out."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, Field, TypeAdapter
 
 from shared.problems import PROBLEM
 
@@ -23,23 +26,7 @@ PROBLEM_SCHEMA = {
     },
     "additionalProperties": True,
 }
-PORTAL_REPLY_SCHEMA = {
-    "type": "object",
-    "description": "the national portal's reply: error_code 0 when every record was kept, else a reason",
-    "required": ["error_code", "message"],
-    "properties": {
-        "error_code": {"type": "integer"},
-        "message": {"type": "string"},
-        "reason": {"type": "string"},
-        "detail": {"type": "string"},
-    },
-    "additionalProperties": True,
-}
-READY_SCHEMA = {
-    "type": "object",
-    "required": ["status", "checks"],
-    "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
-}
+READY_REF = {"$ref": "#/components/schemas/Readiness"}
 DESCRIPTIONS = {
     400: "Bad request (a body that is not JSON, a bad parameter value)",
     401: "No API key, or an unknown one",
@@ -51,6 +38,27 @@ DESCRIPTIONS = {
     503: "The store (or the event stream) is unavailable: retry later",
 }
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# Models named by request_body(): added to the document's components with the routes' own.
+BODY_SCHEMAS: dict[str, dict] = {}
+
+
+def batch(item: Any) -> Any:
+    """A feed's body: a non-empty JSON array of items, or a single item."""
+    return Annotated[list[item], Field(min_length=1)] | item
+
+
+def request_body(shape: Any, *, description: str, required: bool = True, media_type: str = "application/json",
+                 more: dict[str, dict] | None = None) -> dict:
+    """``openapi_extra`` declaring the body a route reads itself (raw, for speed or for several formats):
+    the shape a generated client sends, validated by the route as it always was."""
+    schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
+    BODY_SCHEMAS.update(schema.pop("$defs", {}))
+    if isinstance(shape, type) and issubclass(shape, BaseModel):  # named, as the models inside a list are
+        BODY_SCHEMAS[shape.__name__] = schema
+        schema = {"$ref": f"#/components/schemas/{shape.__name__}"}
+    return {"requestBody": {"required": required, "description": description,
+                            "content": {media_type: {"schema": schema}, **(more or {})}}}
+
 PORTAL_REF = {"$ref": "#/components/schemas/PortalReply"}
 
 
@@ -59,7 +67,7 @@ def answers(path: str, method: str, operation: dict) -> dict[int, tuple[dict, ..
     if path == "/healthz":
         return {}
     if path == "/readyz":
-        return {503: ({"application/json": READY_SCHEMA},)}
+        return {503: ({"application/json": READY_REF},)}
     problem = {PROBLEM: PROBLEM_REF}
     portal = {"application/json": PORTAL_REF}
     own = portal if path.startswith("/v1/dvcqg") else problem  # the portal routes answer in the portal's shape
@@ -80,7 +88,9 @@ def document_answers(app: FastAPI) -> None:
                              description=app.description, routes=app.routes)
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
-        schemas.update(Problem=PROBLEM_SCHEMA, PortalReply=PORTAL_REPLY_SCHEMA)
+        for name, body_schema in BODY_SCHEMAS.items():
+            schemas.setdefault(name, body_schema)
+        schemas["Problem"] = PROBLEM_SCHEMA
         components["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "an API key: Authorization: Bearer <key>"},
             "portalToken": {"type": "apiKey", "in": "header", "name": "token",

@@ -8,8 +8,11 @@ import re
 import time
 import uuid
 
+from typing import Literal
+
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from shared.logs import REQUEST_ID
@@ -22,12 +25,21 @@ _REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", summary="The process is alive")
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="each check: ok, or what is wrong")
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The store (and Kafka, if configured) are reachable, and the appliers of this "
+@router.get("/readyz", response_model=Readiness, summary="The store (and Kafka, if configured) are reachable, and the appliers of this "
             "process are keeping up (not stalled, no partition stopped by an offset reset)")
 async def readyz(request: Request):
     checks = await readiness(request.app)

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7), "ICT")  # Asia/Ho_Chi_Minh: UTC+7, no daylight saving
 
-_PERIOD = re.compile(r"^(?P<year>\d{4})(?:-(?:(?P<month>0[1-9]|1[0-2])|Q(?P<quarter>[1-4])))?$")
+_PERIOD = re.compile(r"(?P<year>20\d{2})(?:-(?:(?P<month>0[1-9]|1[0-2])|Q(?P<quarter>[1-4])))?")
+# The same, for OpenAPI: the years events may fall in (shared/events.py: 2000 up to 2100).
+PERIOD_PATTERN = r"^20[0-9]{2}(-(0[1-9]|1[0-2])|-Q[1-4])?$"
+PERIOD_OR_EMPTY_PATTERN = r"^(20[0-9]{2}(-(0[1-9]|1[0-2])|-Q[1-4])?)?$"  # empty: the default period
 
 
 class BadPeriod(ValueError):
@@ -51,9 +54,9 @@ def _next_month(year: int, month: int) -> tuple[int, int]:
 
 
 def parse_period(key: str) -> Period:
-    match = _PERIOD.match(key or "")
+    match = _PERIOD.fullmatch(key) if isinstance(key, str) else None
     if not match:
-        raise BadPeriod(f"period must look like 2026-08, 2026-Q3 or 2026, not {key!r}")
+        raise BadPeriod(f"period must look like 2026-08, 2026-Q3 or 2026 (years 2000 to 2099), not {key!r}")
     year = int(match["year"])
     if match["month"]:
         month = int(match["month"])

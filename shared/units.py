@@ -120,22 +120,34 @@ def normalise_level(level: str, parent_level: str | None) -> str:
     return level
 
 
+YES = ("1", "true", "yes", "y")
+NO = ("0", "false", "no", "n")
+
+
 def _truthy(value) -> bool | None:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "y")
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in YES:
+        return True
+    if word in NO:
+        return False
+    raise ValueError(f"e_certified_copy must be true or false (CSV: yes/no, 1/0), not {value!r}")
 
 
 IDENTIFIER_COLUMNS = ("identifier", "ma_dinh_danh", "maDinhDanh", "MaDinhDanh")
+TEXT_COLUMNS = ("code", "departmentCode", "name", "departmentName", "level", "parent", "parent_code")
 
 
 def _identifier(record: dict) -> str | None:
     for column in IDENTIFIER_COLUMNS:
         value = record.get(column)
-        if value not in (None, ""):
-            return str(value).strip() or None
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{column} must be text, not {value!r}")
+        if value:
+            return value.strip() or None
     return None
 
 
@@ -144,6 +156,11 @@ def parse_units(records: Iterable[dict]) -> list[Unit]:
     portal CSV column names are accepted too."""
     raw = []
     for record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"each unit must be an object with code, name, level, parent: {record!r}")
+        for name in TEXT_COLUMNS:
+            if record.get(name) is not None and not isinstance(record[name], str):
+                raise ValueError(f"{name} must be text, not {record[name]!r}")
         code = (record.get("code") or record.get("departmentCode") or "").strip()
         if not code:
             raise ValueError(f"unit without a code: {record!r}")
@@ -179,6 +196,8 @@ def load_units_text(text: str, *, filename: str = "") -> list[Unit]:
         data = json.loads(stripped)
         if isinstance(data, dict):
             data = data.get("units", [])
+        if not isinstance(data, list):
+            raise ValueError('units as JSON are an array of objects (or {"units": [...]})')
         return parse_units(data)
     return parse_units(csv.DictReader(io.StringIO(stripped)))
 

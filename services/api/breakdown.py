@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from services.indicators.score_context import catalogue_as_of
@@ -22,10 +23,10 @@ from services.indicators.rules import counters as c
 from services.indicators.rules.scoring import COMPONENTS_BY_ID, dossier_measures, score_component
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
-from services.api.http import _period as chosen_period  # one reading of a path's period and unit
-from services.api.http import _unit as known_unit
+from services.api.params import PathUnit, QueryPeriod
 from shared.runtime import Runtime
 from shared.timeutil import Period
+from shared.units import Unit
 
 router = APIRouter(tags=["scores"])
 
@@ -134,24 +135,21 @@ async def load_tables(runtime: Runtime, unit_code: str, period: Period) -> Table
     return Tables(per_procedure, entry_per_procedure(catalogue), runtime.calendar.seconds_per_day)
 
 
-async def _answer(request: Request, unit_code: str, period: str | None, by: str) -> Breakdown:
-    runtime: Runtime = request.app.state.runtime
-    unit = known_unit(runtime, unit_code)
-    chosen = chosen_period(period)
-    tables = await load_tables(runtime, unit.code, chosen)
-    return Breakdown(unit=unit.code, period=chosen.key, by=by,
+async def _answer(request: Request, unit: Unit, period: Period, by: str) -> Breakdown:
+    tables = await load_tables(request.app.state.runtime, unit.code, period)
+    return Breakdown(unit=unit.code, period=period.key, by=by,
                      items=tables.procedures() if by == "procedure" else tables.fields())
 
 
 @router.get("/v1/scores/{unit_code}/procedures", response_model=Breakdown,
             summary="Per procedure: received, on time, overdue, 2.1 ratio, mean days, online share, supplements")
-async def by_procedure(request: Request, unit_code: str, period: str | None = Query(None),
-                       _: Principal = Depends(reader)) -> Breakdown:
-    return await _answer(request, unit_code, period, "procedure")
+async def by_procedure(request: Request, _: Annotated[Principal, Depends(reader)], unit: PathUnit,
+                       period: QueryPeriod) -> Breakdown:
+    return await _answer(request, unit, period, "procedure")
 
 
 @router.get("/v1/scores/{unit_code}/fields", response_model=Breakdown,
             summary="Per field (lĩnh vực): the same figures as per procedure, summed over the field's procedures")
-async def by_field(request: Request, unit_code: str, period: str | None = Query(None),
-                   _: Principal = Depends(reader)) -> Breakdown:
-    return await _answer(request, unit_code, period, "field")
+async def by_field(request: Request, _: Annotated[Principal, Depends(reader)], unit: PathUnit,
+                   period: QueryPeriod) -> Breakdown:
+    return await _answer(request, unit, period, "field")

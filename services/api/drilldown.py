@@ -3,13 +3,15 @@ points) and the early warning (open dossiers about to turn overdue, and the proj
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
+from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
+from services.api.params import PathUnit, QueryPeriod, decode_cursor, encode_cursor
 from services.api.queries import OVERDUE_AT_T, _iso, input_flags
+from services.api.schemas import ComponentItems, EarlyWarning
 from services.indicators.cards import read_card
 from services.indicators.score_context import load_context
 from services.indicators.rules import counters as c
@@ -19,7 +21,7 @@ from shared.db.raw import driver_connection
 from shared.problems import Problem
 from shared.runtime import Runtime
 from shared.statuses import STATUS_NAMES_VI
-from shared.timeutil import BadPeriod, Period, current_period, parse_period, utcnow
+from shared.timeutil import Period, utcnow
 
 router = APIRouter(tags=["scores"])
 
@@ -55,26 +57,6 @@ PROCEDURE_COMPONENTS = ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6")
 FEEDBACK_REASONS = {"5.1": {"handled_late", "open_past_due"}, "5.2": None}
 
 
-def _period(value: str | None) -> Period:
-    try:
-        return parse_period(value or current_period(utcnow()))
-    except BadPeriod as exc:
-        raise Problem(400, "bad_period", str(exc)) from exc
-
-
-def _cursor(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-    except ValueError as exc:
-        raise Problem(400, "bad_cursor", "cursor is not one this API returned") from exc
-
-
-def _encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
 async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: Period, *, now: dt.datetime,
                              kinds: list[str], after: str, limit: int) -> list[dict]:
     condition, reason = DOSSIER_COMPLEMENT[cid]
@@ -105,27 +87,25 @@ async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: P
     return out
 
 
-@router.get("/v1/units/{unit_code}/components/{component_id}/items",
+@router.get("/v1/units/{unit_code}/components/{component_id}/items", response_model=ComponentItems,
+            response_model_exclude_unset=True,
             summary="Drill-down for any component: the dossiers, procedures or feedback items that cost points")
 async def component_items(
     request: Request,
-    unit_code: str,
+    _: Annotated[Principal, Depends(reader)],
+    unit: PathUnit,
     component_id: str,
-    period: str | None = Query(None),
+    period: QueryPeriod,
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None),
-    _: Principal = Depends(reader),
 ):
     runtime: Runtime = request.app.state.runtime
-    unit = runtime.units.get(unit_code)
-    if unit is None:
-        raise Problem(404, "unknown_unit", f"unit {unit_code!r} is not in the unit tree")
     if component_id not in COMPONENTS_BY_ID:
         raise Problem(404, "unknown_component", f"no component {component_id!r}; ids are 1.1 … 5.3")
     if component_id == "2.2":
         raise Problem(400, "no_penalty", "2.2 is tracked without points: nothing costs points")
-    chosen = _period(period)
-    after = _cursor(cursor)
+    chosen = period
+    after = decode_cursor(cursor)
     now = utcnow()
     subtree = runtime.units.subtree(unit.code)
     async with runtime.engine.connect() as conn:
@@ -139,7 +119,7 @@ async def component_items(
                                          policy=runtime.settings.policy, calendar=runtime.calendar)
             items = _context_items(context, unit.code, component_id)
             items = [i for i in items if i["key"] > after][:limit]
-    next_cursor = _encode(items[-1]["key"]) if len(items) == limit else None
+    next_cursor = encode_cursor(items[-1]["key"]) if len(items) == limit else None
     for item in items:
         item.pop("key", None)
     return {"unit": unit.code, "period": chosen.key, "component": component_id,
@@ -171,21 +151,18 @@ def _context_items(context, code: str, cid: str) -> list[dict]:
     return []
 
 
-@router.get("/v1/units/{unit_code}/early-warning",
+@router.get("/v1/units/{unit_code}/early-warning", response_model=EarlyWarning,
             summary="Open dossiers that turn overdue within N working days, and the period's projected 2.1")
 async def early_warning(
     request: Request,
-    unit_code: str,
+    _: Annotated[Principal, Depends(reader)],
+    unit: PathUnit,
+    period: QueryPeriod,
     days: int | None = Query(None, ge=0, le=60, description="working days ahead (default: a setting)"),
-    period: str | None = Query(None, description="the period projected; default this month"),
     limit: int = Query(200, ge=1, le=1000),
-    _: Principal = Depends(reader),
 ):
     runtime: Runtime = request.app.state.runtime
-    unit = runtime.units.get(unit_code)
-    if unit is None:
-        raise Problem(404, "unknown_unit", f"unit {unit_code!r} is not in the unit tree")
-    chosen = _period(period)
+    chosen = period
     now = utcnow()
     days = runtime.settings.policy.early_warning_days if days is None else days
     horizon = runtime.calendar.instant_after(now, days * runtime.calendar.seconds_per_day)

@@ -8,16 +8,16 @@ document and league table as the API's JSON, so the file and the API never disag
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
-from services.api.breakdown import chosen_period, known_unit
 from services.api.http import league_table, score_document
+from services.api.params import PathUnit, QueryPeriod
 from shared.auth import Principal, reader
-from shared.runtime import Runtime
 
 router = APIRouter(tags=["exports"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -88,13 +88,10 @@ def workbook(document: dict, children: list[dict]) -> bytes:
 @router.get("/v1/reports/{unit_code}.xlsx", response_class=Response,
             responses={200: {"content": {XLSX: {}}, "description": "the Excel workbook"}},
             summary="The unit's scores as an Excel workbook: a sheet per group and one of the children")
-async def report_xlsx(request: Request, unit_code: str, period: str | None = Query(None),
-                      _: Principal = Depends(reader)) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    unit = known_unit(runtime, unit_code)
-    chosen = chosen_period(period)
-    document = await score_document(request, unit.code, chosen)
-    children = await league_table(request, unit.code, chosen)
+async def report_xlsx(request: Request, _: Annotated[Principal, Depends(reader)], unit: PathUnit,
+                      period: QueryPeriod) -> Response:
+    document = await score_document(request, unit.code, period)
+    children = await league_table(request, unit.code, period)
     body = workbook(document, children)
-    filename = f"dvc766-{unit.code}-{chosen.key}.xlsx"
+    filename = f"dvc766-{unit.code}-{period.key}.xlsx"
     return Response(body, media_type=XLSX, headers={"content-disposition": f'attachment; filename="{filename}"'})

@@ -7,11 +7,21 @@ machine-readable reason and never stops the good ones.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 
+from services.api.params import QueryUnit
+from services.api.schemas import (
+    Catalogue,
+    CatalogueWritten,
+    FeedbackIn,
+    FeedbackWritten,
+    ProcedureIn,
+    ReportedTotalIn,
+    TotalsWritten,
+)
 from services.indicators.cards import counters_moved, feeds_moved
 from services.indicators.engine import ApplyResult, IndicatorEngine
 from services.indicators.score_context import catalogue_as_of
@@ -22,6 +32,7 @@ from shared.db.raw import driver_connection
 from shared.events import parse_timestamp
 from shared.problems import Problem
 from shared.runtime import Runtime
+from services.openapi import batch, request_body
 from shared.timeutil import VIETNAM, BadPeriod, parse_period, utcnow
 
 router = APIRouter(tags=["feeds"])
@@ -185,12 +196,20 @@ async def recompute_without_due_time(runtime: Runtime, apg, pairs: set[tuple[str
     return await engine.recompute(apg, [r["dossier_code"] for r in codes], utcnow())
 
 
-@router.put("/v1/catalog/procedures", summary="Load the procedure catalogue (upsert, or full replace)")
+def batch_of(model: type, what: str) -> dict:
+    """The body of a feed: a JSON array of items (or one item), each checked on its own."""
+    return request_body(batch(model), description=f"a JSON array of {what} (or a single one); each is answered "
+                        "in results with its index, a bad one with a machine-readable reason")
+
+
+@router.put("/v1/catalog/procedures", response_model=CatalogueWritten, response_model_exclude_unset=True,
+            summary="Load the procedure catalogue (upsert, or full replace)",
+            openapi_extra=batch_of(ProcedureIn, "procedures"))
 async def put_procedures(
     request: Request,
+    _: Annotated[Principal, Depends(admin)],
     mode: str = Query("upsert", description="upsert (default) or full: procedures not listed are removed"),
     valid_from: str | None = Query(None, description="version start for items without their own (default now)"),
-    _: Principal = Depends(admin),
 ):
     runtime: Runtime = request.app.state.runtime
     if mode not in ("upsert", "full"):
@@ -224,16 +243,15 @@ async def put_procedures(
             "dossiers_recomputed": recomputed.dossiers, "results": results}
 
 
-@router.get("/v1/catalog/procedures", summary="The catalogue of a unit's subtree as it stood at an instant")
+@router.get("/v1/catalog/procedures", response_model=Catalogue,
+            summary="The catalogue of a unit's subtree as it stood at an instant")
 async def get_procedures(
     request: Request,
-    unit: str = Query(..., description="unit code; its subtree is listed"),
+    _: Annotated[Principal, Depends(reader)],
+    unit: QueryUnit,
     as_of: str | None = Query(None, description="RFC 3339 time or a period (its end); default now"),
-    _: Principal = Depends(reader),
 ):
     runtime: Runtime = request.app.state.runtime
-    if unit not in runtime.units:
-        raise Problem(404, "unknown_unit", f"unit {unit!r} is not in the unit tree")
     instant = utcnow()
     if as_of:
         try:
@@ -245,12 +263,12 @@ async def get_procedures(
             instant = parsed
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
-        entries = await catalogue_as_of(apg, list(runtime.units.subtree(unit)), instant)
+        entries = await catalogue_as_of(apg, list(runtime.units.subtree(unit.code)), instant)
     items = []
     for entry in sorted(entries.values(), key=lambda e: (e.unit_code, e.procedure_code)):
         d = {k: v for k, v in entry.__dict__.items() if k != "removed"}
         items.append({k: (v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v) for k, v in d.items()})
-    return {"unit": unit, "as_of": instant.astimezone(VIETNAM).isoformat(), "count": len(items), "items": items}
+    return {"unit": unit.code, "as_of": instant.astimezone(VIETNAM).isoformat(), "count": len(items), "items": items}
 
 
 def feedback_row(item: Any, runtime: Runtime, allowed: tuple[str, ...] | None) -> tuple:
@@ -274,8 +292,10 @@ def feedback_row(item: Any, runtime: Runtime, allowed: tuple[str, ...] | None) -
             _instant(item, "occurred_at", required=True), _instant(item, "due_at", required=False), rating)
 
 
-@router.post("/v1/feedback", summary="Post feedback (PAKN) events: received, handled, rated, recomplained")
-async def post_feedback(request: Request, who: Principal = Depends(source_or_admin)):
+@router.post("/v1/feedback", response_model=FeedbackWritten, response_model_exclude_unset=True,
+             summary="Post feedback (PAKN) events: received, handled, rated, recomplained",
+             openapi_extra=batch_of(FeedbackIn, "feedback events"))
+async def post_feedback(request: Request, who: Annotated[Principal, Depends(source_or_admin)]):
     runtime: Runtime = request.app.state.runtime
     items = await _json_array(request)
     if len(items) > runtime.settings.max_batch_events:
@@ -313,8 +333,10 @@ async def post_feedback(request: Request, who: Principal = Depends(source_or_adm
             "results": results}
 
 
-@router.put("/v1/reported-totals", summary="Received counts per unit and period from the national reporting system")
-async def put_reported_totals(request: Request, _: Principal = Depends(admin)):
+@router.put("/v1/reported-totals", response_model=TotalsWritten, response_model_exclude_unset=True,
+            summary="Received counts per unit and period from the national reporting system",
+            openapi_extra=batch_of(ReportedTotalIn, "totals"))
+async def put_reported_totals(request: Request, _: Annotated[Principal, Depends(admin)]):
     runtime: Runtime = request.app.state.runtime
     items = await _json_array(request)
     rows, results = [], []

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from services.api.breakdown import chosen_period, known_unit
 from services.api.http import score_document
+from services.api.params import PathUnit, QueryPeriod
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.runtime import Runtime
@@ -75,8 +76,6 @@ async def totals_before_latest_day(runtime: Runtime, units: list[str], period: P
 
 @router.get("/v1/scores/{unit_code}/history", response_model=list[DayScore],
             summary="The period's score at the end of each day so far (and now)")
-async def get_history(request: Request, unit_code: str, period: str | None = Query(None),
-                      _: Principal = Depends(reader)) -> list[DayScore]:
-    runtime: Runtime = request.app.state.runtime
-    unit = known_unit(runtime, unit_code)
-    return await history(request, unit.code, chosen_period(period))
+async def get_history(request: Request, _: Annotated[Principal, Depends(reader)], unit: PathUnit,
+                      period: QueryPeriod) -> list[DayScore]:
+    return await history(request, unit.code, period)

@@ -7,52 +7,29 @@ Scores and league tables are read from the score cards the indicators side keeps
 
 from __future__ import annotations
 
-import base64
 import hashlib
-from typing import Literal
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from services.api.params import (
+    Layout, ParentUnit, PathUnit, QueryLayout, QueryPeriod, decode_cursor, encode_cursor, known_unit,
+)
 from services.api.queries import FLAG_CONDITIONS, dossiers_behind
+from services.api.schemas import FlaggedDossiers, LeagueTable, ScoreDocument
 from services.indicators.cards import read_card, read_summaries
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
 from shared.runtime import Runtime
 from shared.statuses import STATUS_NAMES_VI
-from shared.timeutil import BadPeriod, Period, current_period, parse_period, utcnow
+from shared.timeutil import Period, utcnow
 
 router = APIRouter(tags=["scores"])
-Layout = Literal["portal", "decision"]
 GROUP_CODES = ("CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL")
-
-
-def _period(value: str | None) -> Period:
-    try:
-        return parse_period(value or current_period(utcnow()))
-    except BadPeriod as exc:
-        raise Problem(400, "bad_period", str(exc)) from exc
-
-
-def _unit(runtime: Runtime, code: str):
-    unit = runtime.units.get(code)
-    if unit is None:
-        raise Problem(404, "unknown_unit", f"unit {code!r} is not in the unit tree")
-    return unit
-
-
-def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except ValueError as exc:
-        raise Problem(400, "bad_cursor", "cursor is not one this API returned") from exc
+Reader = Annotated[Principal, Depends(reader)]
+SORTS = [sign + key for key in ("total", "code", *GROUP_CODES) for sign in ("", "-", "+")]
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -74,17 +51,10 @@ def cacheable(request: Request, body: bytes, etag: str | None = None) -> Respons
     return Response(body, media_type="application/json", headers=headers)
 
 
-@router.get("/v1/scores/{unit_code}", summary="Real-time QĐ 766 scores of a unit (its subtree for a parent)")
-async def get_scores(
-    request: Request,
-    unit_code: str,
-    period: str | None = Query(None, description="2026-08, 2026-Q3 or 2026 (Vietnam time); default: this month"),
-    layout: Layout = Query("portal", description="portal: six groups; decision: the decision's five"),
-    who: Principal = Depends(reader),
-):
-    runtime: Runtime = request.app.state.runtime
-    unit = _unit(runtime, unit_code)
-    card = await read_card(runtime, unit.code, _period(period).key, layout)
+@router.get("/v1/scores/{unit_code}", response_model=ScoreDocument,
+            summary="Real-time QĐ 766 scores of a unit (its subtree for a parent)")
+async def get_scores(request: Request, who: Reader, unit: PathUnit, period: QueryPeriod, layout: QueryLayout):
+    card = await read_card(request.app.state.runtime, unit.code, period.key, layout)
     return cacheable(request, card.body, card.etag)
 
 
@@ -92,14 +62,14 @@ async def score_document(request: Request, unit_code: str, period: Period, layou
     """The body of ``GET /v1/scores/{unit}`` as a dict, from the same card: the pages, the Excel export and
     the history show exactly the API's numbers."""
     runtime: Runtime = request.app.state.runtime
-    unit = _unit(runtime, unit_code)
+    unit = known_unit(runtime, unit_code)
     return (await read_card(runtime, unit.code, period.key, layout)).as_dict()
 
 
 async def league_table(request: Request, parent: str, period: Period) -> list[dict]:
     """The rows of ``GET /v1/scores?parent=…&sort=-total`` (the parent's direct children), ranked."""
     runtime: Runtime = request.app.state.runtime
-    _unit(runtime, parent)
+    known_unit(runtime, parent)
     return [{**row, "rank": rank} for rank, row in enumerate(await _ranked(runtime, parent, period), start=1)]
 
 
@@ -119,56 +89,58 @@ async def _ranked(runtime: Runtime, parent: str, period: Period, level: str | No
     return rows
 
 
-@router.get("/v1/scores", summary="League table: the units under a parent with group and total scores")
+@router.get("/v1/scores", response_model=LeagueTable,
+            summary="League table: the units under a parent with group and total scores")
 async def list_scores(
     request: Request,
-    parent: str = Query(..., description="the parent unit, e.g. H44"),
-    period: str | None = Query(None),
+    who: Reader,
+    parent: ParentUnit,
+    period: QueryPeriod,
     level: str | None = Query(None, description="only descendants at this level; default: direct children"),
-    sort: str = Query("-total", description="total, a group code (TDGQ…) or code; '-' for descending"),
+    sort: str = Query("-total", description="total, a group code (TDGQ…) or code; '-' for descending",
+                      json_schema_extra={"enum": SORTS}),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None),
-    who: Principal = Depends(reader),
 ):
     runtime: Runtime = request.app.state.runtime
-    _unit(runtime, parent)
-    chosen = _period(period)
     descending = sort.startswith("-")
     key_name = sort.lstrip("-+")
     if key_name not in ("total", "code") and key_name.upper() not in GROUP_CODES:
         raise Problem(400, "bad_sort", "sort by total, code or a group code (CKMB, TDGQ, CLGQ, TTTT, MDSH, MDHL)")
-    start = int(_decode_cursor(cursor) or 0)
-    rows = await _ranked(runtime, parent, chosen, level, key_name, descending)
+    position = decode_cursor(cursor) or "0"
+    if not position.isdigit():
+        raise Problem(400, "bad_cursor", "cursor is not one this API returned")
+    start = int(position)
+    rows = await _ranked(runtime, parent.code, period, level, key_name, descending)
     items = [{**row, "rank": rank} for rank, row in enumerate(rows[start : start + limit], start=start + 1)]
-    next_cursor = _encode_cursor(str(start + limit)) if start + limit < len(rows) else None
-    body = orjson.dumps({"parent": parent, "period": chosen.key, "items": items, "next_cursor": next_cursor,
+    next_cursor = encode_cursor(str(start + limit)) if start + limit < len(rows) else None
+    body = orjson.dumps({"parent": parent.code, "period": period.key, "items": items, "next_cursor": next_cursor,
                          "count": len(rows)})
     return cacheable(request, body)
 
 
-@router.get("/v1/units/{unit_code}/dossiers", summary="Drill-down: the dossiers behind a penalty")
+@router.get("/v1/units/{unit_code}/dossiers", response_model=FlaggedDossiers, response_model_exclude_unset=True,
+            summary="Drill-down: the dossiers behind a penalty")
 async def list_dossiers(
     request: Request,
-    unit_code: str,
-    period: str | None = Query(None),
+    _: Reader,
+    unit: PathUnit,
+    period: QueryPeriod,
     flag: str = Query("overdue", description="overdue, two_plus_supplements, overdue_step, open_overdue, not_online, "
                                              "input_gaps (counted although its input lacked something; see flags)"),
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None),
-    _: Principal = Depends(reader),
 ):
     runtime: Runtime = request.app.state.runtime
-    unit = _unit(runtime, unit_code)
-    chosen = _period(period)
     if flag not in FLAG_CONDITIONS:
         raise Problem(400, "bad_flag", f"flag must be one of {', '.join(FLAG_CONDITIONS)}")
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         items = await dossiers_behind(
-            apg, runtime.units.subtree(unit.code), chosen, flag, now=utcnow(),
-            after=_decode_cursor(cursor), limit=limit,
+            apg, runtime.units.subtree(unit.code), period, flag, now=utcnow(),
+            after=decode_cursor(cursor), limit=limit,
         )
     for item in items:
         item["status_name"] = STATUS_NAMES_VI.get(item["status"])
-    next_cursor = _encode_cursor(items[-1]["dossier_code"]) if len(items) == limit else None
-    return {"unit": unit.code, "period": chosen.key, "flag": flag, "items": items, "next_cursor": next_cursor}
+    next_cursor = encode_cursor(items[-1]["dossier_code"]) if len(items) == limit else None
+    return {"unit": unit.code, "period": period.key, "flag": flag, "items": items, "next_cursor": next_cursor}

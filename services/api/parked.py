@@ -4,13 +4,14 @@ dead letters; services/indicators/engine.py). They are out of the counters until
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from services.api.params import OptionalQueryUnit
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
-from shared.problems import Problem
 from shared.runtime import Runtime
 
 router = APIRouter(tags=["ops"])
@@ -38,17 +39,13 @@ class ParkedDossiers(BaseModel):
                         "a dossier also leaves this list when its next event applies.")
 async def list_parked(
     request: Request,
-    unit: str | None = Query(None, description="only dossiers received by this unit or its subtree"),
+    _: Annotated[Principal, Depends(reader)],
+    unit: OptionalQueryUnit,
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
-    _: Principal = Depends(reader),
 ):
     runtime: Runtime = request.app.state.runtime
-    units = None
-    if unit is not None:
-        if unit not in runtime.units:
-            raise Problem(404, "unknown_unit", f"unit {unit!r} is not in the unit tree")
-        units = sorted(runtime.units.subtree(unit))
+    units = sorted(runtime.units.subtree(unit.code)) if unit is not None else None
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         rows = await apg.fetch(

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
+from services.api.params import QueryPeriod, QueryUnit
+from services.api.schemas import PortalTree
 from services.indicators.cards import Card, read_cards
 from shared.auth import Principal, reader
 from shared.problems import Problem
 from shared.runtime import Runtime
-from shared.timeutil import BadPeriod, current_period, parse_period, utcnow
 from shared.units import Unit
 
 
@@ -200,29 +201,19 @@ BUILDERS: dict[str, Callable[[Row], dict[str, Any]]] = {
 
 @router.get(
     "/v1/portal/{tree}",
+    response_model=PortalTree,
     summary="A unit and its subordinates in the national portal's evaluation shape",
     description="`tree`: progress-tree, online-tree, payment-tree, digitized-tree, satisfaction-tree or "
     "transparency-tree. Answer: `{\"code\": \"OK\", \"data\": {\"parent\": {...}, \"children\": [...]}}` with the "
     "portal's field names.",
 )
-async def portal_tree(
-    request: Request,
-    tree: str,
-    unit: str = Query(..., description="the parent unit, e.g. H44"),
-    period: str | None = Query(None, description="2026-08, 2026-Q3 or 2026 (Vietnam time); default: this month"),
-    _: Principal = Depends(reader),
-):
+async def portal_tree(request: Request, _: Annotated[Principal, Depends(reader)], tree: str, parent: QueryUnit,
+                      period: QueryPeriod):
     runtime: Runtime = request.app.state.runtime
     name = tree.removesuffix("-tree")
     if not tree.endswith("-tree") or name not in BUILDERS:
         raise Problem(404, "unknown_tree", f"tree must be one of {', '.join(t + '-tree' for t in TREES)}")
-    parent = runtime.units.get(unit)
-    if parent is None:
-        raise Problem(404, "unknown_unit", f"unit {unit!r} is not in the unit tree")
-    try:
-        chosen = parse_period(period or current_period(utcnow()))
-    except BadPeriod as exc:
-        raise Problem(400, "bad_period", str(exc)) from exc
+    chosen = period
     tree_units = runtime.units
     children = sorted(tree_units.children.get(parent.code, []))  # by code as text, as the portal lists them
     cards = await read_cards(runtime, [parent.code, *children], chosen.key, "portal")

@@ -3,23 +3,31 @@ changed and why). Taking and scheduling them: services/indicators/snapshots.py."
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
 
 from services.api import drilldown
+from services.api.params import OptionalPeriod, OptionalQueryUnit, chosen_period
+from services.api.schemas import SnapshotComparison, Snapshots, SnapshotTaken, SnapshotTakeRequest
 from services.indicators.cards import policies_in_force
 from services.indicators.snapshots import take_snapshot, unit_cards
 from shared.auth import Principal, admin, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
 from shared.runtime import Runtime
-from shared.timeutil import VIETNAM, BadPeriod, current_period, parse_period, utcnow
+from services.openapi import request_body
+from shared.timeutil import VIETNAM
 
 router = APIRouter(tags=["snapshots"])
 router.include_router(drilldown.router)  # drill-down per component and early warning
 
 
-@router.post("/v1/snapshots", summary="Freeze every unit's scores for a period now (on demand)")
-async def post_snapshot(request: Request, _: Principal = Depends(admin)):
+@router.post("/v1/snapshots", response_model=SnapshotTaken,
+             summary="Freeze every unit's scores for a period now (on demand)",
+             openapi_extra=request_body(SnapshotTakeRequest, required=False,
+                                        description="the period (default: this month) and a label; may be empty"))
+async def post_snapshot(request: Request, _: Annotated[Principal, Depends(admin)]):
     runtime: Runtime = request.app.state.runtime
     body = {}
     if await request.body():
@@ -29,23 +37,22 @@ async def post_snapshot(request: Request, _: Principal = Depends(admin)):
             raise Problem(400, "invalid_json", "body is not JSON") from exc
     if not isinstance(body, dict):
         raise Problem(400, "bad_body", "body must be a JSON object {period, label}")
-    period = body.get("period") or current_period(utcnow())
-    try:
-        parse_period(period)
-    except BadPeriod as exc:
-        raise Problem(400, "bad_period", str(exc)) from exc
-    return await take_snapshot(runtime, period=period, kind="on_demand", label=body.get("label"))
+    period, label = body.get("period"), body.get("label")
+    if not isinstance(period, str | None) or not isinstance(label, str | None):
+        raise Problem(400, "bad_body", "period and label must be strings")
+    period = chosen_period(period).key
+    return await take_snapshot(runtime, period=period, kind="on_demand", label=label)
 
 
-@router.get("/v1/snapshots", summary="Snapshots taken, newest first")
-async def list_snapshots(request: Request, period: str | None = Query(None), _: Principal = Depends(reader)):
+@router.get("/v1/snapshots", response_model=Snapshots, summary="Snapshots taken, newest first")
+async def list_snapshots(request: Request, _: Annotated[Principal, Depends(reader)], period: OptionalPeriod):
     runtime: Runtime = request.app.state.runtime
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         rows = await apg.fetch(
             "SELECT id, period, label, kind, taken_at FROM snapshots WHERE ($1::text IS NULL OR period = $1) "
             "ORDER BY taken_at DESC, id DESC",
-            period,
+            period.key if period else None,
         )
     return {"items": [{"id": r["id"], "period": r["period"], "label": r["label"], "kind": r["kind"],
                        "taken_at": r["taken_at"].astimezone(VIETNAM).isoformat()} for r in rows]}
@@ -79,13 +86,12 @@ def compare_cards(before: dict, after: dict) -> list[dict]:
     return changes
 
 
-@router.get("/v1/snapshots/{snapshot_id}/compare",
+@router.get("/v1/snapshots/{snapshot_id}/compare", response_model=SnapshotComparison,
             summary="A snapshot against today's recomputation of the same period: what changed and why")
-async def compare_snapshot(request: Request, snapshot_id: int = Path(ge=1, le=2**63 - 1),  # a bigint
-                           unit: str | None = Query(None), _: Principal = Depends(reader)):
+async def compare_snapshot(request: Request, _: Annotated[Principal, Depends(reader)], only: OptionalQueryUnit,
+                           snapshot_id: int = Path(ge=1, le=2**63 - 1)):  # a bigint
     runtime: Runtime = request.app.state.runtime
-    if unit is not None and unit not in runtime.units:
-        raise Problem(404, "unknown_unit", f"unit {unit!r} is not in the unit tree")
+    unit = only.code if only else None
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         snap = await apg.fetchrow("SELECT * FROM snapshots WHERE id = $1", snapshot_id)

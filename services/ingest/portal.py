@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest.http import read_limited_body
+from services.ingest.schemas import PortalEnvelope, PortalLogin, PortalRecord, PortalReply
 from services.ingest.intake import Item, compact_json, dead_letter_body, submit
 from services.ingest.portal_mapping import (
     LOOKUP_DOSSIER,
@@ -42,6 +43,7 @@ from services.ingest.portal_mapping import (
 from shared.auth import Principal
 from shared.db.raw import driver_connection
 from shared.events import Reason, Rejection
+from services.openapi import request_body
 from shared.problems import Problem
 
 router = APIRouter(tags=["ingest"])
@@ -161,7 +163,10 @@ async def _refuse_payload(runtime, who: Principal, rejection: Rejection, payload
 async def _lookup(runtime, who: Principal, envelope: Envelope, payload: Any) -> JSONResponse:
     """The look-ups systems make on the sync URL: whether a dossier is known (``TraCuuHoSo``), a
     procedure's name and field (``LayThuTuc``), answered as the portal does (``result``: a list)."""
-    body = payload if isinstance(payload, dict) else {}
+    if not isinstance(payload, dict):
+        return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason=Reason.NOT_AN_OBJECT,
+                            detail=f"{envelope.service} takes a JSON object with MaHoSo or MaTTHC")
+    body = payload
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         if envelope.service == LOOKUP_DOSSIER:
@@ -264,21 +269,27 @@ _DESCRIPTION = (
 )
 
 
+SYNC_BODY = request_body(PortalEnvelope | list[PortalRecord | Any],
+                         description="the portal's envelope, or a bare array of records with madonvi in the query")
+
+
 @router.post("/v1/dvcqg", summary="Sync calls of the national portal (DongBoHoSoMC, CapNhatTienDoHoSoMC)",
-             description=_DESCRIPTION)
+             description=_DESCRIPTION, response_model=PortalReply, openapi_extra=SYNC_BODY)
 async def post_portal(request: Request):
     return await _handle(request, None)
 
 
 @router.post("/v1/dvcqg/login", summary="The portal's login call: an expiring session token for an API key",
              description="`{\"username\": <system>, \"password\": <API key>}` → `{\"error_code\": 0, \"session\": "
-                         "<token>, \"expires_in\": <seconds>}`; the token is bound to the key and its units.")
+                         "<token>, \"expires_in\": <seconds>}`; the token is bound to the key and its units.",
+             response_model=PortalReply,
+             openapi_extra=request_body(PortalLogin, description="your system's name and one of our API keys"))
 async def post_login(request: Request):
     return await _login(request)
 
 
 @router.post("/v1/dvcqg/{service}", summary="Sync calls of the national portal, service named in the path",
-             description=_DESCRIPTION)
+             description=_DESCRIPTION, response_model=PortalReply, openapi_extra=SYNC_BODY)
 async def post_portal_service(request: Request, service: str):
     # Systems append the service (and sometimes an api/ prefix or a version) to the base URL they sync to.
     named = next((s for s in SERVICES + LOOKUPS if s.lower() == service.lower()), None)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.api.params import OptionalPeriod, PathUnit
 from services.indicators.rules.targets import field_refusal, metric_kind
 from services.notify.evaluate import evaluate, load_targets, target_of
 from services.notify.rules import EVENTS
@@ -16,24 +17,34 @@ from shared.auth import Principal, admin, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
 from shared.runtime import Runtime
-from shared.timeutil import VIETNAM, BadPeriod, current_period, parse_period, utcnow
+from shared.timeutil import VIETNAM, current_period, parse_period, utcnow
 
 router = APIRouter(tags=["targets"])
 IDENTIFIER = r"^[A-Za-z0-9._:\-]{1,128}$"
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 
 
+def _metrics() -> list[str]:
+    from services.indicators.rules.scoring import COMPONENTS_BY_ID
+    from services.indicators.rules.targets import COUNTER_RATIOS, GROUP_CODES
+
+    return ["total", *COMPONENTS_BY_ID, *sorted(GROUP_CODES), *COUNTER_RATIOS]
+
+
 class Target(BaseModel):
     """A number a unit (or each unit of a subtree, at a level) is bound to."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "anyOf": [{"required": ["min"], "properties": {"min": {"type": "number"}}},
+                  {"required": ["max"], "properties": {"max": {"type": "number"}}}]})
 
     id: str = Field(pattern=IDENTIFIER)
     unit: str = Field(min_length=1, max_length=64, description="the unit whose score, or whose subtree, is bound")
     applies_to: Literal["unit", "subtree"] = Field("unit", description="the unit itself, or each unit of its subtree")
     level: str | None = Field(None, description="with subtree: only the units at this level (e.g. COMMUNE)")
     metric: str = Field(description="a component id (its ratio, %), total (points), a group code (points), or a "
-                                    "counter ratio (e.g. late_without_apology, % of late dossiers)")
+                                    "counter ratio (e.g. late_without_apology, % of late dossiers)",
+                        json_schema_extra={"enum": _metrics()})
     min: float | None = None
     max: float | None = None
     label: str | None = Field(None, max_length=500)
@@ -178,18 +189,12 @@ async def get_targets(request: Request, _: Principal = Depends(reader)):
 
 @router.get("/v1/units/{unit_code}/targets", response_model=UnitTargets,
             summary="Each target binding a unit: value, projection to the period's end, status")
-async def unit_targets(request: Request, unit_code: str,
-                       period: str | None = Query(None, description="2026-08, 2026-Q3 or 2026; default: each "
-                                                                     "target's current period"),
-                       _: Principal = Depends(reader)):
+async def unit_targets(request: Request, _: Annotated[Principal, Depends(reader)], unit: PathUnit,
+                       period: OptionalPeriod):
     runtime = _runtime(request)
-    if unit_code not in runtime.units:
-        raise Problem(404, "unknown_unit", f"unit {unit_code!r} is not in the unit tree")
+    unit_code = unit.code
     now = utcnow()
-    try:
-        chosen = parse_period(period) if period else None
-    except BadPeriod as exc:
-        raise Problem(400, "bad_period", str(exc)) from exc
+    chosen = period
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         targets = await load_targets(apg)

@@ -19,6 +19,7 @@ from services.api import drilldown, exports
 from services.api import http as api_http
 from services.api.breakdown import load_tables
 from services.api.history import history, totals_before_latest_day
+from services.api.params import chosen_period, known_unit
 from services.api.pages import present
 from services.api.pages.session import end_session, page_reader, reader_of_key, start_session
 from services.indicators.rules.scoring import COMPONENTS_BY_ID
@@ -168,15 +169,15 @@ async def unit_page(request: Request, unit_code: str, period: str | None = None)
 
     async def work():
         runtime: Runtime = request.app.state.runtime
-        unit = api_http._unit(runtime, unit_code)
-        chosen = api_http._period(period)
+        unit = known_unit(runtime, unit_code)
+        chosen = chosen_period(period)
         document, children, days, warning, tables, targets = await asyncio.gather(
             api_http.score_document(request, unit.code, chosen),
             api_http.league_table(request, unit.code, chosen),
             history(request, unit.code, chosen),
-            drilldown.early_warning(request, unit.code, days=None, period=chosen.key, limit=20, _=who),
+            drilldown.early_warning(request, who, unit, chosen, days=None, limit=20),
             load_tables(runtime, unit.code, chosen),
-            targets_api.unit_targets(request, unit.code, period=chosen.key, _=who),
+            targets_api.unit_targets(request, who, unit, chosen),
         )
         if children:
             before = await totals_before_latest_day(runtime, [row["unit"]["code"] for row in children], chosen)
@@ -199,20 +200,20 @@ async def dossiers_page(request: Request, unit_code: str, period: str | None = N
 
     async def work():
         runtime: Runtime = request.app.state.runtime
-        unit = api_http._unit(runtime, unit_code)
-        chosen = api_http._period(period)
+        unit = known_unit(runtime, unit_code)
+        chosen = chosen_period(period)
         if component:
             if component not in COMPONENTS_BY_ID or component == "2.2":
                 raise Problem(404, "unknown_component", f"no drill-down for component {component!r}")
-            answer = await drilldown.component_items(request, unit.code, component, period=chosen.key,
-                                                     limit=PAGE_ROWS, cursor=cursor, _=who)
+            answer = await drilldown.component_items(request, who, unit, component, chosen, limit=PAGE_ROWS,
+                                                     cursor=cursor)
             title = f"{component}. {COMPONENTS_BY_ID[component].name}"
         else:
             chosen_flag = flag or "overdue"
             if chosen_flag not in present.FLAGS:
                 raise Problem(400, "bad_flag", f"no flag {chosen_flag!r}")
-            answer = await api_http.list_dossiers(request, unit.code, period=chosen.key, flag=chosen_flag,
-                                                  limit=PAGE_ROWS, cursor=cursor, _=who)
+            answer = await api_http.list_dossiers(request, who, unit, chosen, flag=chosen_flag, limit=PAGE_ROWS,
+                                                  cursor=cursor)
             title = present.FLAGS[chosen_flag]
         next_query = None
         if answer["next_cursor"]:
@@ -233,8 +234,8 @@ async def report_page(request: Request, unit_code: str, period: str | None = Non
 
     async def work():
         runtime: Runtime = request.app.state.runtime
-        unit = api_http._unit(runtime, unit_code)
-        chosen = api_http._period(period)
+        unit = known_unit(runtime, unit_code)
+        chosen = chosen_period(period)
         document, children, days, tables = await asyncio.gather(
             api_http.score_document(request, unit.code, chosen),
             api_http.league_table(request, unit.code, chosen),
@@ -254,7 +255,8 @@ async def report_page(request: Request, unit_code: str, period: str | None = Non
 async def report_xlsx_page(request: Request, unit_code: str, period: str | None = None) -> Response:
     who = _reader(request)
     try:
-        return await exports.report_xlsx(request, unit_code, period=period, _=who)
+        runtime: Runtime = request.app.state.runtime
+        return await exports.report_xlsx(request, who, known_unit(runtime, unit_code), chosen_period(period))
     except Problem as exc:
         return _render(request, "error.html", exc.status, message=_problem_text(request, exc))
 
@@ -265,8 +267,8 @@ async def report_xlsx_page(request: Request, unit_code: str, period: str | None 
 async def public_page(request: Request, unit_code: str, period: str | None = None):
     async def work():
         runtime: Runtime = request.app.state.runtime
-        unit = api_http._unit(runtime, unit_code)
-        chosen = api_http._period(period)
+        unit = known_unit(runtime, unit_code)
+        chosen = chosen_period(period)
         document, children = await asyncio.gather(
             api_http.score_document(request, unit.code, chosen),
             api_http.league_table(request, unit.code, chosen),
