@@ -4,10 +4,10 @@
 
 Runs the production functions of the Kafka apply path on simulated events in 5,000-event batches,
 in this process, with no broker and no database: decode each message (``decode_message``), validate
-it (``check_items``), encode and hash its stored body (``store_events``'s Python side), then per dossier
-of the batch decode its contribution and every stored body of its history (held here in a dict, as
-JSON, as ``dossiers.contribution`` and the events' bodies come from PostgreSQL) into the rules' view
-(``history_event``), derive its facts and contribution (``IndicatorEngine.evaluate``), move the
+it and encode its stored body (``check_items``), hash it (``store_events``'s Python side), then per
+dossier of the batch decode its contribution and every stored body of its history (held here in a dict,
+as JSON, as ``dossiers.contribution`` and the events' bodies come from PostgreSQL: ``decode_event``)
+into the rules' view (``history_event``), derive its facts and contribution (``IndicatorEngine.evaluate``), move the
 counters and build its dossier row, and finally the batch's counter rows. Every dossier row and
 counter row a real batch writes is built; only the SQL is left out.
 
@@ -37,6 +37,15 @@ from shared.units import UnitTree, load_units_file
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 CONTRIBUTION = DOSSIER_COLUMNS.index("contribution")
+try:
+    from shared.events import decode_event
+
+    def stored_history_event(seq: int, body: bytes):
+        return history_event(seq, decode_event(body))
+except ImportError:  # an event model without decode_event (A/B runs): the jsonb codec's orjson, as before
+    def stored_history_event(seq: int, body: bytes):
+        return history_event(seq, orjson.loads(body))
+
 STAGES = ("decode", "validate", "body_encode_hash", "stored_bodies", "state_decode", "evaluate",
           "counter_move_and_dossier_row", "counter_rows")
 
@@ -82,7 +91,7 @@ def run(lines: list[bytes], batch_size: int, engine: IndicatorEngine, runtime: _
             stored, contribution_json = kept.get(code, ([], None))
             old[code] = Contribution.from_json(orjson.loads(contribution_json)) if contribution_json else None
             bodies[code] = stored + events
-            histories[code] = [history_event(s, orjson.loads(body)) for s, body in bodies[code]]
+            histories[code] = [stored_history_event(s, body) for s, body in bodies[code]]
         t5 = clock()
         evaluated = {code: engine.evaluate(code, history, now, {}) for code, history in histories.items()}
         t6 = clock()

@@ -36,6 +36,7 @@ from services.indicators.engine import history_event
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.partitions import add_months, existing_partitions, forget, parse_month, partition_name
 from shared.db.raw import driver_connection
+from shared.events import decode_event
 from shared.runtime import Runtime
 from shared.timeutil import utcnow
 
@@ -216,7 +217,7 @@ async def archived_histories(apg, directory: Path, chunk_dossiers: int) -> Async
                     yield chunk
                     chunk = {}
                 history = chunk[code] = []
-            history.append(history_event(line["seq"], body))
+            history.append(history_event(line["seq"], decode_event(body)))
             count += 1
         if count != events:
             raise ArchiveError(f"archived month {month:%Y-%m}: {count} events in {path}, {events} archived")

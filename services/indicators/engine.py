@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, field, replace
 
 import asyncpg
-import orjson
 
 from services.indicators.rules.counters import (
     OVERDUE_STEPS,
@@ -34,8 +33,7 @@ from services.indicators.rules.dossier import (
 )
 from shared.calendar import WorkingCalendar
 from shared.db.raw import copy_to_stage, jsonb
-from shared.events import DossierEvent
-from shared.jsonbytes import json_bytes
+from shared.events import DossierEvent, decode_event
 from shared.metrics import DEADLINES_CROSSED, DOSSIERS_PARKED, DOSSIERS_RECOMPUTED
 from shared.settings import PolicySettings
 
@@ -85,27 +83,26 @@ DOSSIER_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationEr
                        UnicodeEncodeError)
 
 
-def _ts(value) -> dt.datetime | None:
-    # Stored bodies hold validated, normalised RFC 3339 UTC times ("…Z"): parse them directly (hot path).
-    return dt.datetime.fromisoformat(value) if value else None
-
-
-def history_event(seq: int, body: dict) -> HistoryEvent:
-    step = body.get("step") or {}
+def history_event(seq: int, event: DossierEvent) -> HistoryEvent:
+    """The rules' view of a canonical event (read from its stored form, or just validated)."""
+    step = event.step
+    if step is None:
+        return HistoryEvent(seq, event.status, event.occurred_at, event.unit_code, event.procedure_code,
+                            event.channel, event.due_at, None, None, event.attributes)
     return HistoryEvent(
         seq=seq,
-        status=body["status"],
-        occurred_at=_ts(body["occurred_at"]),  # type: ignore[arg-type]
-        unit_code=body["unit_code"],
-        procedure_code=body["procedure_code"],
-        channel=body.get("channel"),
-        due_at=_ts(body.get("due_at")),
-        step_due_at=_ts(step.get("due_at")),
-        step_name=step.get("name"),
-        attributes=body.get("attributes") or {},
-        step_started_at=_ts(step.get("started_at")),
-        step_id=step.get("id"),
-        step_open=bool(step.get("open")),
+        status=event.status,
+        occurred_at=event.occurred_at,
+        unit_code=event.unit_code,
+        procedure_code=event.procedure_code,
+        channel=event.channel,
+        due_at=event.due_at,
+        step_due_at=step.due_at,
+        step_name=step.name,
+        attributes=event.attributes,
+        step_started_at=step.started_at,
+        step_id=step.id,
+        step_open=step.open,
     )
 
 
@@ -136,64 +133,10 @@ async def read_histories(conn: asyncpg.Connection, codes: list[str]) -> dict[str
     histories: dict[str, list[HistoryEvent]] = {}
     for month, in_month in sorted(months.items()):
         # home_month = $1 lets PostgreSQL read that partition only (pruned at execution for a generic plan).
-        for row in await conn.fetch("SELECT dossier_code, seq, body FROM events "
+        for row in await conn.fetch("SELECT dossier_code, seq, body::text FROM events "
                                     "WHERE home_month = $1 AND dossier_code = ANY($2::text[])", month, in_month):
-            histories.setdefault(row[0], []).append(history_event(row[1], row[2]))
+            histories.setdefault(row[0], []).append(history_event(row[1], decode_event(row[2])))
     return histories
-
-
-def history_event_of(seq: int, event: DossierEvent) -> HistoryEvent:
-    """The rules' view of an event just accepted (the same as :func:`history_event` of its stored body)."""
-    step = event.step
-    return HistoryEvent(
-        seq=seq,
-        status=event.status,
-        occurred_at=event.occurred_at,
-        unit_code=event.unit_code,
-        procedure_code=event.procedure_code,
-        channel=event.channel,
-        due_at=event.due_at,
-        step_due_at=step.due_at if step else None,
-        step_name=step.name if step else None,
-        attributes=event.attributes or {},
-        step_started_at=step.started_at if step else None,
-        step_id=step.id if step else None,
-        step_open=step.open if step else False,
-    )
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def compact_event(e: HistoryEvent) -> list:
-    """A history event as kept in ``dossiers.history``: a short positional array (the column holds the
-    JSON of the list of them as bytes: PostgreSQL stores it without parsing it, as it would jsonb)."""
-    item = [e.seq, e.status, e.occurred_at.isoformat(), e.unit_code, e.procedure_code, e.channel, _iso(e.due_at),
-            _iso(e.step_due_at), e.step_name, e.attributes or None]
-    if e.step_started_at is not None or e.step_id is not None or e.step_open:
-        item += [_iso(e.step_started_at), e.step_id, e.step_open]  # (older rows hold the first ten only)
-    return item
-
-
-def event_from_compact(item: list) -> HistoryEvent:
-    seq, status, occurred_at, unit, procedure, channel, due_at, step_due_at, step_name, attributes = item[:10]
-    step_started_at, step_id, step_open = item[10:] if len(item) > 10 else (None, None, False)
-    return HistoryEvent(
-        seq=seq,
-        status=status,
-        occurred_at=dt.datetime.fromisoformat(occurred_at),
-        unit_code=unit,
-        procedure_code=procedure,
-        channel=channel,
-        due_at=_ts(due_at),
-        step_due_at=_ts(step_due_at),
-        step_name=step_name,
-        attributes=attributes or {},
-        step_started_at=_ts(step_started_at),
-        step_id=step_id,
-        step_open=bool(step_open),
-    )
 
 
 @dataclass(frozen=True)

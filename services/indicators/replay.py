@@ -46,6 +46,7 @@ from services.indicators.engine import (
 from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, total_counts
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
+from shared.events import decode_event
 from shared.process import tune_garbage_collector
 from shared.runtime import Runtime
 from shared.timeutil import utcnow
@@ -98,7 +99,7 @@ async def _histories(apg, chunk_dossiers: int, archive: Path) -> AsyncIterator[d
 
 async def _stored_histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str, list[HistoryEvent]]]:
     chunk: dict[str, list[HistoryEvent]] = {}
-    async for row in apg.cursor("SELECT dossier_code, seq, body FROM events ORDER BY dossier_code, seq",
+    async for row in apg.cursor("SELECT dossier_code, seq, body::text FROM events ORDER BY dossier_code, seq",
                                 prefetch=5000):
         code = row[0]
         history = chunk.get(code)
@@ -107,7 +108,7 @@ async def _stored_histories(apg, chunk_dossiers: int) -> AsyncIterator[dict[str,
                 yield chunk
                 chunk = {}
             history = chunk[code] = []
-        history.append(history_event(row[1], row[2]))
+        history.append(history_event(row[1], decode_event(row[2])))
     if chunk:
         yield chunk
 

@@ -25,7 +25,7 @@ from services.ingest.store import (
 from shared.db.notify import announce_events_queued
 from shared.db.partitions import ensure_partitions
 from shared.db.raw import driver_connection
-from shared.events import DossierEvent, Reason, Rejection, validate_event
+from shared.events import MAX_EVENT_ID, DossierEvent, Reason, Rejection, validate_event
 from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, source_label
 from shared.runtime import Runtime
 
@@ -63,8 +63,8 @@ class Item:
                 return claimed
         return None
 
-
-MAX_EVENT_ID = 128
+    def __repr__(self) -> str:
+        return f"Item({self.index!r}, {self.value!r}, rejection={self.rejection!r})"
 
 
 def compact_json(value: Any) -> str:
@@ -78,9 +78,6 @@ def compact_json(value: Any) -> str:
         except (RecursionError, ValueError, TypeError):
             return '"(nested too deep to keep)"'
 
-    def __repr__(self) -> str:
-        return f"Item({self.index!r}, {self.value!r}, rejection={self.rejection!r})"
-
 
 @dataclass
 class IntakeResult:
@@ -88,8 +85,6 @@ class IntakeResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
-    new_seqs: list[int] = field(default_factory=list)
-    new_events: list[DossierEvent] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {
@@ -197,7 +192,7 @@ async def intake(
             if isinstance(check, DossierEvent):
                 outcome = next_outcome()
                 if outcome == ACCEPTED:
-                    result.new_events.append(check)
+                    result.accepted += 1
                 refused = refusal(outcome)
                 if refused is None:
                     results.append({"index": item.index, "event_id": check.event_id, "status": outcome})
@@ -214,12 +209,10 @@ async def intake(
             letters.append(DeadLetter(transport=transport, reason=check.reason, detail=check.detail, raw=item.raw,
                                       source=source, event_index=item.index, event_id=entry.get("event_id")))
             EVENTS_REJECTED.labels(transport, source_label(source), check.reason).inc()
-        result.accepted = len(result.new_events)
         result.duplicates = len(results) - result.accepted - result.rejected
         await store_dead_letters(apg, letters)
         if enqueue and seqs:
             await announce_events_queued(apg)  # an indicators worker in another process wakes at commit
-    result.new_seqs = seqs
     EVENTS_ACCEPTED.labels(transport, source_label(source)).inc(result.accepted)
     EVENTS_DUPLICATE.labels(transport, source_label(source)).inc(result.duplicates)
     if enqueue and seqs:

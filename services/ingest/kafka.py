@@ -69,7 +69,6 @@ class KafkaPublisher:
             if isinstance(check, DossierEvent):
                 entry.update(event_id=check.event_id, status="accepted")
                 result.accepted += 1
-                result.new_events.append(check)
             else:
                 if (claimed := item.event_id()) is not None:
                     entry["event_id"] = claimed

@@ -234,7 +234,7 @@ def reference_counters(runtime, events: list[dict], source: str) -> dict:
         if (event.source, event.event_id) in seen:
             continue
         seen.add((event.source, event.event_id))
-        histories.setdefault(event.dossier_code, []).append(history_event(seq, event.body()))
+        histories.setdefault(event.dossier_code, []).append(history_event(seq, event))
     engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
     return counters_from_histories(engine, histories, utcnow())
 

@@ -235,11 +235,11 @@ def portal_history(story: Story, rng: random.Random) -> list[HistoryEvent]:
         for event in events_of(call):
             previous = stored.setdefault(event["event_id"], event)
             assert previous == event  # never a conflict
-    return [history_event(seq, validate_event(body, "s").body()) for seq, body in enumerate(stored.values())]
+    return [history_event(seq, validate_event(body, "s")) for seq, body in enumerate(stored.values())]
 
 
 def canonical_history(story: Story, attributes: dict) -> list[HistoryEvent]:
-    return [history_event(seq, validate_event(body, "s").body())
+    return [history_event(seq, validate_event(body, "s"))
             for seq, body in enumerate(story.canonical("H44.03", attributes))]
 
 
@@ -272,7 +272,7 @@ def test_receipt_facts_come_from_the_snapshot_not_a_step_record(calendar):
                   steps=[StepRecord(2, vn(2026, 8, 3, 8), due=vn(2026, 8, 3, 17))])
     steps = events_of(progress_call("H44.03", story.step_records()))
     snaps = events_of(snapshot_call("H44.03", [story.snapshot_at(vn(2026, 8, 3, 8))]))
-    history = [history_event(seq, validate_event(b, "s").body()) for seq, b in enumerate(steps + snaps)]
+    history = [history_event(seq, validate_event(b, "s")) for seq, b in enumerate(steps + snaps)]
     facts = derive_facts(story.code, history, calendar)
     assert (facts.channel, facts.procedure_code, facts.due_at_received) == (2, "1.009", vn(2026, 8, 7, 17))
     assert facts.steps == 1
@@ -348,7 +348,7 @@ def test_a_made_up_9_step_yields_only_to_a_collapsed_status_at_the_same_instant(
                                                         "NgayTiepNhan": "20260803080000"}]))
         records = [{"MaHoSo": "Q-1", "TrangThai": s, "ThoiDiemXuLy": t} for s, t in steps]
         bodies = snapshot + events_of(progress_call("H44.07", records))
-        return [history_event(seq, validate_event(b, "s").body()) for seq, b in enumerate(bodies)]
+        return [history_event(seq, validate_event(b, "s")) for seq, b in enumerate(bodies)]
 
     collapsed = derive_facts("Q-1", history(("5", "20260804090000"), ("9", "20260804090000")), calendar)
     assert (collapsed.ended_at, collapsed.supplement_count) == (None, 1)
@@ -450,14 +450,14 @@ def test_a_step_record_without_its_processing_time_is_a_step_still_open(calendar
 
     receipt = {"event_id": "r", "dossier_code": "HS-OPEN", "unit_code": "H44.03", "procedure_code": "P",
                "status": 2, "occurred_at": vn(2026, 8, 3, 8).isoformat(), "due_at": vn(2026, 8, 28).isoformat()}
-    history = [history_event(0, validate_event(receipt, "s").body()),
-               history_event(1, validate_event(opening, "s").body())]
+    history = [history_event(0, validate_event(receipt, "s")),
+               history_event(1, validate_event(opening, "s"))]
     facts = derive_facts("HS-OPEN", history, calendar)
     assert facts.open_step_deadlines == (vn(2026, 8, 6, 17),)
 
     finished = {**started, "ThoiDiemXuLy": "20260807100000", "NoiDungXuLy": "Thẩm định xong"}
     [closing] = events_of(progress_call("H44.03", [finished]))
-    history.append(history_event(2, validate_event(closing, "s").body()))
+    history.append(history_event(2, validate_event(closing, "s")))
     facts = derive_facts("HS-OPEN", history, calendar)
     assert (facts.steps, facts.overdue_steps, facts.open_step_deadlines) == (1, 1, ())  # closed a day late
 
@@ -473,7 +473,7 @@ UNREADABLE = ["03/08/2026", "2026-08-03T08:00:00", "20260832080000", "9999123123
 
 
 def _facts_of(events: list[dict], calendar):
-    history = [history_event(seq, validate_event(body, "s").body()) for seq, body in enumerate(events)]
+    history = [history_event(seq, validate_event(body, "s")) for seq, body in enumerate(events)]
     return derive_facts(events[0]["dossier_code"], history, calendar)
 
 

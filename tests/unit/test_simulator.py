@@ -138,7 +138,7 @@ def test_every_event_is_valid_and_in_the_unit_tree():
         checked = validate_event(body, "sim")
         assert isinstance(checked, DossierEvent), (checked, body)
         assert checked.unit_code in units
-        assert checked.occurred_at.utcoffset() == dt.timedelta(hours=7)
+        assert dt.datetime.fromisoformat(body["occurred_at"]).utcoffset() == dt.timedelta(hours=7)  # Vietnam time
 
 
 def test_received_per_unit_follows_the_scale():
