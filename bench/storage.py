@@ -1,13 +1,15 @@
 """Storage per million events: what the live path leaves in PostgreSQL, per table, with dead space.
 
     .venv/bin/python bench/storage.py [--scale 0.1] [--label NAME] [--table-options "dossiers:fillfactor=70"]
+        [--sql "ALTER TABLE dossiers ALTER COLUMN contribution SET COMPRESSION lz4"]
 
 Posts a simulated province-month (``--scale`` of Phú Thọ's August 2026) to a `dvc766 serve` on a fresh
 database over HTTP (the database path: each event stored, queued, applied; each dossier row rewritten
 per applied event), waits until the queue is empty, then reads every table's total size (heap, TOAST,
 indexes) and its live and dead tuples, before and after a plain VACUUM (which makes dead space
 reusable without giving it back). Figures are scaled to one million accepted events.
-``--table-options`` sets storage parameters on a table before loading (an experiment, not a migration).
+``--table-options`` sets storage parameters on a table before loading, ``--sql`` runs a statement (an
+experiment, not a migration).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import time
 
 from common import Service, base_parser, fresh_database, json_batches, post_batches, report, simulated_events
 
+# A partition counts under its parent's name (events: one row for all its monthly partitions).
 TABLES_SQL = """
-SELECT c.relname AS table, pg_total_relation_size(c.oid) AS total_bytes, pg_relation_size(c.oid) AS heap_bytes,
-       pg_indexes_size(c.oid) AS index_bytes, s.n_live_tup AS live, s.n_dead_tup AS dead
+SELECT coalesce(p.relname, c.relname) AS table, sum(pg_total_relation_size(c.oid))::bigint AS total_bytes,
+       sum(pg_relation_size(c.oid))::bigint AS heap_bytes, sum(pg_indexes_size(c.oid))::bigint AS index_bytes,
+       sum(s.n_live_tup)::bigint AS live, sum(s.n_dead_tup)::bigint AS dead
 FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC
+LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent
+WHERE c.relkind = 'r' GROUP BY 1 ORDER BY 2 DESC
 """
 
 
@@ -99,12 +104,15 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.1, help="simulated province scale (default 0.1)")
     parser.add_argument("--table-options", action="append", default=[],
                         help="TABLE:PARAM=VALUE[,PARAM=VALUE] storage parameters set before loading")
+    parser.add_argument("--sql", action="append", default=[], help="a statement run before loading")
     args = parser.parse_args()
     lines = simulated_events(args.scale)
     with fresh_database("dvc766_bench_storage") as url:
         for option in args.table_options:
             table, params = option.split(":", 1)
             asyncio.run(execute(url, f"ALTER TABLE {table} SET ({params})"))
+        for sql in args.sql:
+            asyncio.run(execute(url, sql))
         with Service("serve", url, env={"DVC766_SWEEP_INTERVAL_SECONDS": "3600"}) as service:
             posted = asyncio.run(post_batches(service.base_url, json_batches(lines), concurrency=2))
             asyncio.run(wait_applied(url, timeout=1800))

@@ -1,5 +1,5 @@
 """Events partitioned by their dossier's month, an idempotency key registry, archived months, and the
-dossier rows without their history (shared/db/partitions.py, services/ops/archive.py).
+dossier rows without their history (shared/db/partitions.py, services/indicators/archive.py).
 
 - ``dossier_owners.home_month``: the month (UTC) of the first event of each dossier; every event of the
   dossier is stored in that month's partition, so a partition holds whole histories and archiving a

@@ -50,8 +50,8 @@ DOSSIER_COMPLEMENT = {
 # the received month only where the contribution says so (its own counts hold the payment metrics).
 RECEIVED_IN_PERIOD = "d.received_month = ANY($2::text[])"
 PERIOD_CONDITION = {
-    "3.6": (f"((d.contribution->'c' ? '{c.FEE_DOSSIERS}' AND d.received_month = ANY($2::text[])) OR "
-            f"(d.contribution->'sc' ? '{c.FEE_DOSSIERS}' AND d.contribution->>'s' = ANY($2::text[])))"),
+    "3.6": (f"(((d.contribution->'c')::jsonb ? '{c.FEE_DOSSIERS}' AND d.received_month = ANY($2::text[])) OR "
+            f"((d.contribution->'sc')::jsonb ? '{c.FEE_DOSSIERS}' AND d.contribution->>'s' = ANY($2::text[])))"),
 }
 PROCEDURE_COMPONENTS = ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6")
 FEEDBACK_REASONS = {"5.1": {"handled_late", "open_past_due"}, "5.2": None}

@@ -48,7 +48,7 @@ DOSSIER_ROW = (
     ("received_at", "timestamptz"), ("received_month", "text"), ("channel", "smallint"), ("due_at", "timestamptz"),
     ("ended_at", "timestamptz"), ("supplement_count", "smallint"), ("overdue_steps", "smallint"),
     ("overdue_fixed", "boolean"), ("overdue_reason", "text"), ("deadline", "timestamptz"),
-    ("deadline_passed", "boolean"), ("no_deadline", "boolean"), ("contribution", "jsonb"), ("attributes", "jsonb"),
+    ("deadline_passed", "boolean"), ("no_deadline", "boolean"), ("contribution", "json"), ("attributes", "json"),
     ("step_deadline", "timestamptz"),
 )
 DOSSIER_COLUMNS = tuple(name for name, _ in DOSSIER_ROW)
@@ -345,7 +345,7 @@ class IndicatorEngine:
             contributions.append(jsonb(new.to_json()))
         await conn.execute(
             """UPDATE dossiers d SET deadline_passed = true, contribution = u.c, updated_at = now()
-               FROM unnest($1::text[], $2::jsonb[]) AS u(code, c) WHERE d.dossier_code = u.code""",
+               FROM unnest($1::text[], $2::json[]) AS u(code, c) WHERE d.dossier_code = u.code""",
             codes,
             contributions,
         )

@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -48,7 +48,7 @@ units = Table(
 
 # Every accepted event, kept so each dossier's state can be re-derived. Partitioned by the month of its
 # dossier (``home_month``, from dossier_owners): a partition holds whole histories, and a month older than
-# the retention is archived to files and dropped as a whole (shared/db/partitions.py, services/archive.py).
+# the retention is archived to files and dropped as a whole (shared/db/partitions.py, services/indicators/archive.py).
 # Partitions are created at run time, not by migrations.
 events = Table(
     "events",
@@ -120,8 +120,10 @@ dossiers = Table(
     Column("deadline", DateTime(timezone=True), nullable=True),
     Column("deadline_passed", Boolean, nullable=False, server_default=text("false")),
     Column("no_deadline", Boolean, nullable=False, server_default=text("false")),
-    Column("contribution", JSONB, nullable=True),
-    Column("attributes", JSONB, nullable=True),
+    # JSON text, not jsonb: rewritten with every applied event and never searched by PostgreSQL, where
+    # the binary form would make each version of the row larger.
+    Column("contribution", JSON, nullable=True),
+    Column("attributes", JSON, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The next deadline of a step still open that the clock has not crossed (the sweeper's cue).
     Column("step_deadline", DateTime(timezone=True), nullable=True),
