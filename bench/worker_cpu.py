@@ -28,7 +28,7 @@ from common import ROOT, UNITS_FILE, base_parser, report, simulated_events  # no
 from services.indicators.engine import DOSSIER_COLUMNS, IndicatorEngine, history_event
 from services.indicators.kafka import decode_message
 from services.indicators.rules.counters import Contribution, CounterDelta
-from services.ingest.intake import check_items
+from services.events.checks import check_items
 from shared.calendar import WorkingCalendar
 from shared.events import DossierEvent
 from shared.process import tune_garbage_collector

@@ -1,4 +1,4 @@
-"""The owner of each dossier: the unit that received it (services/ingest/ownership.py).
+"""The owner of each dossier: the unit that received it (services/events/ownership.py).
 
 Existing dossiers are owned by the unit of their receipt (their first status-2 event), else of their
 first event.

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import asyncpg
 import orjson
 
-from services.ingest.portal_mapping import UNREADABLE_FLAGS
+from shared.event_flags import END_TIME_MISSING, PROCEDURE_MISSING, UNREADABLE_FLAGS
 from shared.timeutil import VIETNAM, Period
 
 
@@ -22,7 +22,7 @@ FLAG_CONDITIONS = {
     # time, no procedure code, an optional time dropped as unreadable (the reasons are in each item's
     # ``flags``).
     "input_gaps": " OR ".join(["d.no_deadline"] + [f"coalesce((d.attributes->>'{name}')::boolean, false)"
-                                                   for name in ("end_time_missing", "procedure_missing",
+                                                   for name in (END_TIME_MISSING, PROCEDURE_MISSING,
                                                                 *UNREADABLE_FLAGS)]),
 }
 
@@ -33,11 +33,11 @@ def input_flags(attributes, ended_at: dt.datetime | None, no_deadline: bool) -> 
         attributes = orjson.loads(attributes)
     attributes = attributes or {}
     flags = []
-    if attributes.get("end_time_missing"):
+    if attributes.get(END_TIME_MISSING):
         # The system claimed an end with no time for it: taken from the step records, else still open.
-        flags.append("end_from_steps" if ended_at is not None else "end_time_missing")
-    if attributes.get("procedure_missing"):
-        flags.append("procedure_missing")
+        flags.append("end_from_steps" if ended_at is not None else END_TIME_MISSING)
+    if attributes.get(PROCEDURE_MISSING):
+        flags.append(PROCEDURE_MISSING)
     flags.extend(name for name in UNREADABLE_FLAGS if attributes.get(name))
     if no_deadline:
         flags.append("no_deadline_flagged")

@@ -48,9 +48,9 @@ from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
 
 from services.indicators.cards import counters_moved
 from services.indicators.engine import IndicatorEngine
-from services.ingest.intake import Item, check_items
-from services.ingest.ownership import claim_owners
-from services.ingest.store import ACCEPTED, DeadLetter, batch_months, refusal, store_dead_letters, store_events
+from services.events.checks import Item, check_items
+from services.events.ownership import claim_owners
+from services.events.store import ACCEPTED, DeadLetter, batch_months, refusal, store_dead_letters, store_events
 from shared.db.partitions import ensure_partitions
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent, Reason, Rejection

@@ -1,19 +1,19 @@
 """From raw input to stored events: decode, validate, authorise, store; every rejection with a reason.
 
-Shared by every way events come in (HTTP today, Kafka and the portal's payloads next), so the
-rules for what is accepted are written once.
+Shared by every way events come in at the edge (HTTP, the portal's payloads, the Kafka publisher), so the
+rules for what is accepted are written once (the checks themselves: ``services.events.checks``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import json
 from typing import Any
 
 import orjson
 
-from services.ingest.ownership import check_owners
-from services.ingest.store import (
+from services.events.checks import Item, check_items, compact_json
+from services.events.ownership import check_owners
+from services.events.store import (
     ACCEPTED,
     DUPLICATE,
     DeadLetter,
@@ -25,58 +25,9 @@ from services.ingest.store import (
 from shared.db.notify import announce_events_queued
 from shared.db.partitions import ensure_partitions
 from shared.db.raw import driver_connection
-from shared.events import MAX_EVENT_ID, DossierEvent, Reason, Rejection, validate_event
+from shared.events import DossierEvent, Reason, Rejection
 from shared.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, source_label
 from shared.runtime import Runtime
-
-
-class Item:
-    """One element of an incoming batch: its position, decoded value (or a rejection) and raw text.
-
-    ``raw`` may be left out (None) for a decoded JSON value: it is then the value's compact JSON,
-    encoded only when asked for (a rejected item's dead letter). ``size_bound``, when known, is at
-    least the UTF-8 size of that text (see :func:`decode_json`), so most items are never encoded.
-    """
-
-    __slots__ = ("index", "value", "_raw", "rejection", "size_bound")
-
-    def __init__(self, index: int, value: Any, raw: str | None = None, rejection: Rejection | None = None,
-                 size_bound: int | None = None) -> None:
-        self.index = index
-        self.value = value
-        self._raw = raw
-        self.rejection = rejection
-        self.size_bound = size_bound
-
-    @property
-    def raw(self) -> str:
-        if self._raw is None:
-            self._raw = compact_json(self.value)
-        return self._raw
-
-    def event_id(self) -> str | None:
-        """The event_id the item claims, when it is one we could have accepted (kept with its dead letter)."""
-        value = self.value
-        if type(value) is dict:
-            claimed = value.get("event_id")
-            if type(claimed) is str and 0 < len(claimed) <= MAX_EVENT_ID:
-                return claimed
-        return None
-
-    def __repr__(self) -> str:
-        return f"Item({self.index!r}, {self.value!r}, rejection={self.rejection!r})"
-
-
-def compact_json(value: Any) -> str:
-    """``value`` as compact JSON text, whatever its depth (orjson stops at 255 levels, the standard
-    library at Python's recursion limit): a dead letter never fails its batch."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        try:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        except (RecursionError, ValueError, TypeError):
-            return '"(nested too deep to keep)"'
 
 
 @dataclass
@@ -126,32 +77,6 @@ def decode_json(body: bytes) -> list[Item] | Rejection:
             bound = None
         items.extend([Item(start + i, v, None, None, bound) for i, v in enumerate(chunk)])
     return items
-
-
-def check_items(
-    items: list[Item], *, source: str, runtime: Runtime, allowed_units: tuple[str, ...] | None
-) -> list[DossierEvent | Rejection]:
-    """Validate each item; ``allowed_units`` None means any unit (admin keys, trusted topics)."""
-    max_bytes = runtime.settings.max_event_bytes
-    out: list[DossierEvent | Rejection] = []
-    for item in items:
-        if item.rejection is not None:
-            out.append(item.rejection)
-            continue
-        bound = item.size_bound
-        if (bound is None or bound > max_bytes) and len(item.raw.encode()) > max_bytes:
-            out.append(Rejection(Reason.TOO_LARGE, f"event is larger than {max_bytes} bytes"))
-            continue
-        checked = validate_event(item.value, source)
-        if isinstance(checked, DossierEvent):
-            if checked.unit_code not in runtime.units:
-                checked = Rejection(Reason.UNKNOWN_UNIT, f"unit {checked.unit_code!r} is not in the unit tree",
-                                    "unit_code")
-            elif allowed_units is not None and not runtime.units.is_within(checked.unit_code, allowed_units):
-                checked = Rejection(Reason.UNIT_NOT_ALLOWED,
-                                    f"this key may not post events for unit {checked.unit_code!r}", "unit_code")
-        out.append(checked)
-    return out
 
 
 async def check_ownership(conn, checked: list[DossierEvent | Rejection], *, allowed_units: tuple[str, ...] | None,
@@ -240,4 +165,4 @@ async def dead_letter_body(runtime: Runtime, *, source: str, transport: str, rej
                                                    source=source)])
 
 
-__all__ = ["Item", "IntakeResult", "decode_json", "decode_ndjson", "intake", "submit", "dead_letter_body", "DUPLICATE"]
+__all__ = ["IntakeResult", "decode_json", "decode_ndjson", "intake", "submit", "dead_letter_body", "DUPLICATE"]

@@ -23,8 +23,9 @@ from typing import Any
 
 import orjson
 
-from services.ingest.intake import IntakeResult, Item, check_items, check_ownership
-from services.ingest.store import DeadLetter, store_dead_letters
+from services.events.checks import Item, check_items
+from services.events.store import DeadLetter, store_dead_letters
+from services.ingest.intake import IntakeResult, check_ownership
 from shared.db.raw import driver_connection
 from shared.events import DossierEvent
 from shared.kafka import KAFKA_PRODUCED, SOURCE_HEADER, make_consumer

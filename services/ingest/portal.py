@@ -28,7 +28,8 @@ from fastapi.responses import JSONResponse
 
 from services.ingest.http import read_limited_body
 from services.ingest.schemas import PortalEnvelope, PortalLogin, PortalRecord, PortalReply
-from services.ingest.intake import Item, compact_json, dead_letter_body, submit
+from services.events.checks import Item, compact_json
+from services.ingest.intake import dead_letter_body, submit
 from services.ingest.portal_mapping import (
     LOOKUP_DOSSIER,
     LOOKUPS,

@@ -61,7 +61,15 @@ from typing import Any
 
 import orjson
 
-from services.indicators.rules.dossier import PROVISIONAL
+from shared.event_flags import (
+    DUE_TIME_UNREADABLE,
+    END_TIME_MISSING,
+    END_TIME_UNREADABLE,
+    PROCEDURE_MISSING,
+    PROVISIONAL,
+    STEP_TIME_UNREADABLE,
+    SUPPLEMENT_TIME_UNREADABLE,
+)
 from shared.events import MAX_DEPTH, Reason, Rejection, is_ascii_digits, nested_deeper_than, time_in_window
 from shared.timeutil import VIETNAM
 from shared.units import UnitTree
@@ -309,15 +317,8 @@ def attribute_unit(tree: UnitTree, allowed: tuple[str, ...] | None, dossier_code
 
 # -------------------------------------------------------------------------------------- mapping
 
-# Dossier attributes naming what a record lacked, so the drill-down can say why a dossier counts as it does.
-END_TIME_MISSING = "end_time_missing"  # the snapshot claims an end (7-10) with no time for it
-PROCEDURE_MISSING = "procedure_missing"  # no MaTTHC: counted under UNKNOWN_PROCEDURE
 UNKNOWN_PROCEDURE = "(chưa rõ thủ tục)"
 ENDING = (7, 8, 9, 10)
-DUE_TIME_UNREADABLE = "due_time_unreadable"
-END_TIME_UNREADABLE = "end_time_unreadable"
-SUPPLEMENT_TIME_UNREADABLE = "supplement_time_unreadable"
-STEP_TIME_UNREADABLE = "step_time_unreadable"
 # The times a dossier can be kept without: one that cannot be read, or lies outside the window the rules
 # compute with, is dropped and the dossier flagged, rather than the dossier lost over it. Any other time
 # (NgayTiepNhan, a step's ThoiDiemXuLy) is the event's own and refuses its record.
@@ -333,7 +334,6 @@ OPTIONAL_TIMES = {
     "NgayKetThucTheoQuyDinh": STEP_TIME_UNREADABLE,
     "NgayBatDau": STEP_TIME_UNREADABLE,
 }
-UNREADABLE_FLAGS = tuple(dict.fromkeys(OPTIONAL_TIMES.values()))
 
 
 def read_times(record: dict, names: tuple[str, ...], *, where: str = "", required: Container[str] = ()

@@ -147,7 +147,7 @@ counters = Table(
     Column("value", BigInteger, nullable=False),
 )
 
-# The unit that received each dossier: only keys bound to its subtree may add events (ingest/ownership.py).
+# The unit that received each dossier: only keys bound to its subtree may add events (services/events/ownership.py).
 dossier_owners = Table(
     "dossier_owners",
     metadata,

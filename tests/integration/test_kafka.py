@@ -294,7 +294,8 @@ async def test_ingest_bridges_the_upstream_topic_under_the_configured_source(kaf
 
 async def test_events_queued_on_the_database_path_are_applied_after_a_switch_to_kafka(kafka_rt, clean_db):
     """Accepted without Kafka (queued in the database), then the installation moves to Kafka mode."""
-    from services.ingest.intake import Item, intake
+    from services.events.checks import Item
+    from services.ingest.intake import intake
 
     db_mode = clean_db  # the same database, the settings without Kafka
     queued = [event("SW1", 2, vn(2026, 8, 3), due_at=vn(2026, 8, 9)), event("SW1", 4, vn(2026, 8, 4))]

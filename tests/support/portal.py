@@ -181,7 +181,8 @@ class Story:
 
 def final_attributes(story: Story) -> dict[str, Any]:
     """The attributes the story's last snapshot states (as the mapping reads them)."""
-    from services.ingest.portal_mapping import END_TIME_MISSING, snapshot_attributes
+    from services.ingest.portal_mapping import snapshot_attributes
+    from shared.event_flags import END_TIME_MISSING
 
     last = story.snapshot_at(max(story.moments()))
     out = snapshot_attributes(last)

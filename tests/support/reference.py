@@ -394,7 +394,8 @@ def _dossier(dossier: str, unit: str, procedure: str, received_at: dt.datetime, 
 
 async def ingest_reference(runtime, events: list[dict], *, batch: int = 2000) -> None:
     """Push generated events through ingest's intake (as source "reference") and apply them all."""
-    from services.ingest.intake import Item, intake
+    from services.events.checks import Item
+    from services.ingest.intake import intake
     from tests.conftest import drain
 
     for start in range(0, len(events), batch):

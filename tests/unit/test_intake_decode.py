@@ -7,7 +7,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest.intake import SIZE_CHUNK, Item, check_items, decode_json
+from services.events.checks import Item, check_items
+from services.ingest.intake import SIZE_CHUNK, decode_json
 from shared.events import DossierEvent, Reason
 
 JSON = st.recursive(

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from services.indicators.engine import history_event
-from services.indicators.rules.dossier import PROVISIONAL, HistoryEvent, assess, derive_facts
+from services.indicators.rules.dossier import HistoryEvent, assess, derive_facts
 from services.ingest.portal_mapping import (
     STEP_PROCEDURE,
     MappedPayload,
@@ -20,6 +20,7 @@ from services.ingest.portal_mapping import (
     snapshot_attributes,
 )
 from shared.calendar import WorkingCalendar
+from shared.event_flags import PROVISIONAL
 from shared.events import DossierEvent, Rejection, validate_event
 from shared.settings import CalendarSettings
 from shared.timeutil import VIETNAM

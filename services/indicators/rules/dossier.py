@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.calendar import WorkingCalendar
+from shared.event_flags import PROVISIONAL
 from shared.statuses import Status
 
 ENDING_OTHER = (Status.STOPPED, Status.WITHDRAWN, Status.REFUSED)
@@ -80,11 +81,9 @@ class DossierFacts:
         return self.due_at_received
 
 
-# Attribute marking a status only claimed, not reported: a snapshot's end (the national portal's
-# whole-dossier snapshots are known to send 5, 6 and 8 as 9), a step record's receipt, a step record's 9
-# (systems make up 9 steps for 5, 6 and 8 too). At the same instant reported events come first, and a
-# claimed status yields to the reported one: a claimed 9 only to the statuses systems collapse into it.
-PROVISIONAL = "status_provisional"
+# A status only claimed (PROVISIONAL, shared/event_flags.py): at the same instant reported events come
+# first, and a claimed status yields to the reported one: a claimed 9 only to the statuses systems
+# collapse into it.
 COLLAPSED_INTO = {Status.RESOLVED: {Status.SUPPLEMENT_REQUESTED, Status.AWAITING_PAYMENT, Status.STOPPED}}
 
 

@@ -49,7 +49,7 @@ async def store_events(
     """Insert events idempotently on (source, event_id), each into its dossier's home-month partition.
 
     The dossiers' owners (with their home months) must be claimed first, in the same transaction
-    (services/ingest/ownership.py), and the partitions of :func:`batch_months` ensured before that.
+    (services/events/ownership.py), and the partitions of :func:`batch_months` ensured before that.
     Returns each event's outcome (accepted / duplicate / conflict / archived: its dossier's month was
     archived, in batch order) and the sequence numbers of the newly stored ones. With ``enqueue`` the
     new events are also queued for the indicators worker (the database path used when there is no
