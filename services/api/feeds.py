@@ -33,13 +33,14 @@ from shared.events import parse_timestamp
 from shared.problems import Problem
 from shared.runtime import Runtime
 from services.openapi import batch, request_body
-from shared.timeutil import VIETNAM, BadPeriod, parse_period, utcnow
+from shared.timeutil import PERIOD_PATTERN, VIETNAM, BadPeriod, parse_period, utcnow
 
 router = APIRouter(tags=["feeds"])
 
 BOOL_FIELDS = ("fee_required", "for_individuals", "result_required", "complete_parts")
 DATE_FIELDS = ("decision_date", "legal_basis_effective_date", "made_public_date")
 TEXT_FIELDS = ("name", "field_code", "field_name")
+INT, BIGINT = 2**31 - 1, 2**63 - 1  # the columns' integer and bigint
 
 
 class Bad(Exception):
@@ -126,7 +127,9 @@ def catalogue_row(item: Any, runtime: Runtime, default_valid_from: dt.datetime) 
     if level not in ONLINE_LEVELS:
         raise Bad("bad_value", f"online_level must be one of {', '.join(ONLINE_LEVELS)}", "online_level")
     services = item.get("online_services", 0) or 0
-    if not isinstance(services, int) or isinstance(services, bool) or services < 0:
+    if isinstance(services, float) and services.is_integer():
+        services = int(services)
+    if not isinstance(services, int) or isinstance(services, bool) or not 0 <= services <= INT:
         raise Bad("bad_value", "online_services must be a non-negative integer", "online_services")
     legal = item.get("legal_days")
     if legal is not None and (isinstance(legal, bool) or not isinstance(legal, (int, float)) or legal < 0):
@@ -208,8 +211,11 @@ def batch_of(model: type, what: str) -> dict:
 async def put_procedures(
     request: Request,
     _: Annotated[Principal, Depends(admin)],
-    mode: str = Query("upsert", description="upsert (default) or full: procedures not listed are removed"),
-    valid_from: str | None = Query(None, description="version start for items without their own (default now)"),
+    mode: str = Query("upsert", description="upsert (default) or full: procedures not listed are removed",
+                      json_schema_extra={"enum": ["upsert", "full"]}),
+    valid_from: str | None = Query(None, description="version start for items without their own (default now): "
+                                                     "a date or an RFC 3339 time with offset, from 2000 up to 2100",
+                                   json_schema_extra={"anyOf": [{"format": "date"}, {"format": "date-time"}]}),
 ):
     runtime: Runtime = request.app.state.runtime
     if mode not in ("upsert", "full"):
@@ -234,8 +240,10 @@ async def put_procedures(
         raise Problem(422, "all_rejected", "every procedure was rejected", results=results)
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
-        # A copy: a full replace appends its tombstones, which are not items of this request.
-        written = await store_catalogue(apg, list(rows), full=mode == "full", valid_from=default_from)
+        # A version listed twice: the last stands (one statement may not write a row twice). A new list: a full
+        # replace appends its tombstones, which are not items of this request.
+        versions = list({(r[0], r[1], r[2]): r for r in rows}.values())
+        written = await store_catalogue(apg, versions, full=mode == "full", valid_from=default_from)
         recomputed = await recompute_without_due_time(runtime, apg, {(r[0], r[1]) for r in rows})
     await counters_moved(runtime, recomputed.touched)
     await feeds_moved(runtime, {r[0] for r in rows} if mode == "upsert" else None)
@@ -249,7 +257,8 @@ async def get_procedures(
     request: Request,
     _: Annotated[Principal, Depends(reader)],
     unit: QueryUnit,
-    as_of: str | None = Query(None, description="RFC 3339 time or a period (its end); default now"),
+    as_of: str | None = Query(None, description="RFC 3339 time or a period (its end); default now",
+                              json_schema_extra={"anyOf": [{"pattern": PERIOD_PATTERN}, {"format": "date-time"}]}),
 ):
     runtime: Runtime = request.app.state.runtime
     instant = utcnow()
@@ -352,7 +361,9 @@ async def put_reported_totals(request: Request, _: Annotated[Principal, Depends(
             except BadPeriod as exc:
                 raise Bad("bad_period", str(exc), "period") from exc
             received = item.get("received")
-            if not isinstance(received, int) or isinstance(received, bool) or received < 0:
+            if isinstance(received, float) and received.is_integer():
+                received = int(received)  # 12.0 is the JSON number 12
+            if not isinstance(received, int) or isinstance(received, bool) or not 0 <= received <= BIGINT:
                 raise Bad("bad_value", "received must be a non-negative integer", "received")
         except Bad as exc:
             results.append(exc.as_dict(index))
@@ -361,6 +372,8 @@ async def put_reported_totals(request: Request, _: Annotated[Principal, Depends(
         results.append({"index": index, "status": "accepted"})
     if not rows:
         raise Problem(422, "all_rejected", "every total was rejected", results=results)
+    accepted = len(rows)
+    rows = list({(unit, period): (unit, period, n) for unit, period, n in rows}.values())  # listed twice: the last
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         await apg.execute(
@@ -370,7 +383,7 @@ async def put_reported_totals(request: Request, _: Annotated[Principal, Depends(
             *[list(c) for c in zip(*rows)],
         )
     await feeds_moved(runtime, {row[0] for row in rows})
-    return {"accepted": len(rows), "rejected": len(items) - len(rows), "results": results}
+    return {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
 
 
 async def _dossier_units(runtime: Runtime, rows: list[tuple[int, tuple]]) -> set[str]:

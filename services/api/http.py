@@ -126,8 +126,9 @@ async def list_dossiers(
     _: Reader,
     unit: PathUnit,
     period: QueryPeriod,
-    flag: str = Query("overdue", description="overdue, two_plus_supplements, overdue_step, open_overdue, not_online, "
-                                             "input_gaps (counted although its input lacked something; see flags)"),
+    flag: str = Query("overdue", json_schema_extra={"enum": list(FLAG_CONDITIONS)},
+                      description="overdue, two_plus_supplements, overdue_step, open_overdue, not_online, "
+                                  "input_gaps (counted although its input lacked something; see flags)"),
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None),
 ):

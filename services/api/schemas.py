@@ -388,7 +388,7 @@ class ProcedureIn(BaseModel):
     field_code: str | None = Field(None, max_length=1000)
     field_name: str | None = Field(None, max_length=1000)
     online_level: Literal[ONLINE_LEVELS] | None = None
-    online_services: int | None = Field(None, ge=0)
+    online_services: int | None = Field(None, ge=0, le=2**31 - 1)
     legal_days: float | None = Field(None, ge=0, description="legal processing time, working days")
     fee_required: bool | None = None
     for_individuals: bool | None = None
@@ -414,4 +414,4 @@ class FeedbackIn(BaseModel):
 class ReportedTotalIn(BaseModel):
     unit_code: str = Field(min_length=1, max_length=64, description="must exist in the unit tree")
     period: str = Field(pattern=PERIOD_PATTERN, description="2026-08, 2026-Q3 or 2026")
-    received: int = Field(ge=0)
+    received: int = Field(ge=0, le=2**63 - 1)

@@ -154,3 +154,22 @@ def test_period_pattern_is_what_the_api_accepts():
         with pytest.raises(BadPeriod):
             parse_period(key)
     assert TypeAdapter(api.ReportedTotalIn).json_schema()["properties"]["period"]["pattern"] == PERIOD_PATTERN
+
+
+async def test_a_feed_listing_a_row_twice_keeps_the_last(app_client):
+    totals = [{"unit_code": "H44.03", "period": "2026-08", "received": 5},
+              {"unit_code": "H44.03", "period": "2026-08", "received": 7.0}]
+    r = await app_client.put("/v1/reported-totals", json=totals, headers=auth(ADMIN_KEY))
+    assert (r.status_code, r.json()["accepted"]) == (200, 2), r.text
+    async with app_client.app.state.runtime.engine.connect() as conn:
+        from sqlalchemy import text
+
+        stored = (await conn.execute(text("SELECT received FROM reported_totals WHERE unit_code = 'H44.03' "
+                                          "AND period = '2026-08'"))).scalar_one()
+    assert stored == 7
+    procedures = [{"unit_code": "H44.03", "procedure_code": "P9", "name": "first", "valid_from": "2026-08-01"},
+                  {"unit_code": "H44.03", "procedure_code": "P9", "name": "second", "valid_from": "2026-08-01"}]
+    r = await app_client.put("/v1/catalog/procedures", json=procedures, headers=auth(ADMIN_KEY))
+    assert (r.status_code, r.json()["accepted"], r.json()["versions_written"]) == (200, 2, 1), r.text
+    listed = await app_client.get("/v1/catalog/procedures", params={"unit": "H44.03"}, headers=auth(READER_KEY))
+    assert [i["name"] for i in listed.json()["items"] if i["procedure_code"] == "P9"] == ["second"]
