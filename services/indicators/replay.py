@@ -43,7 +43,7 @@ from services.indicators.engine import (
     parked_entry,
     write_parked,
 )
-from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey, total_counts
+from services.indicators.rules.counters import Contribution, CounterDelta, CounterKey
 from services.indicators.rules.dossier import HistoryEvent
 from shared.db.raw import driver_connection
 from shared.events import decode_event
@@ -65,18 +65,6 @@ class ReplayResult:
     counter_rows: int = 0  # counter rows the events give (non-zero)
     # Dossiers the rules could not derive (skipped): code -> (error, receiving unit, events, last seq).
     parked: dict[str, ParkedEntry] = field(default_factory=dict)
-
-
-def counters_from_histories(
-    engine: IndicatorEngine,
-    histories: dict[str, list[HistoryEvent]],
-    now: dt.datetime,
-    legal_days: dict | None = None,
-) -> dict[CounterKey, int]:
-    """Stored counter rows of a set of dossier histories, from scratch (pure: the reference for checks and tests)."""
-    evaluated = (engine.evaluate(code, sorted(history, key=lambda e: e.seq), now, legal_days or {})[2]
-                 for code, history in histories.items())
-    return total_counts(c for c in evaluated if c is not None)
 
 
 def summed_increments(contributions: Iterable[Contribution]) -> dict[CounterKey, int]:

@@ -2,9 +2,9 @@
 
 - ``KafkaPublisher``: in Kafka mode ``POST /v1/events`` and ``POST /v1/dvcqg`` (the one submit path,
   :func:`services.ingest.intake.submit`) validate each event (the same
-  ``check_items`` as the database path) and produces the valid ones to the canonical topic, keyed by
-  dossier_code, with acks=all, before answering 2xx. Rejected ones are answered with their reasons
-  and kept in the dead letters, as on the database path. The source (the API key's) travels in a
+  ``check_items`` as the database path) and produces the valid ones to the canonical topic in their
+  stored form (``shared.events.encode_event``), keyed by dossier_code, with acks=all, before answering
+  2xx. Rejected ones are answered with their reasons and kept in the dead letters, as on the database path. The source (the API key's) travels in a
   header; the indicators consumer stores and deduplicates the events.
 - ``UpstreamBridge``: ``dvc766 ingest`` may also consume a raw upstream topic
   (``kafka_upstream_topic``: one object per message, keyed by dossier_code) and forward every message
@@ -20,8 +20,6 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
-
-import orjson
 
 from services.events.checks import Item, check_items
 from services.events.store import DeadLetter, store_dead_letters
@@ -59,7 +57,7 @@ class KafkaPublisher:
                 for item, check in zip(items, checked):
                     if isinstance(check, DossierEvent):
                         futures.append(await self.producer.send(
-                            topic, key=check.dossier_code.encode(), value=orjson.dumps(item.value), headers=headers))
+                            topic, key=check.dossier_code.encode(), value=check.encoded_body(), headers=headers))
                 await asyncio.gather(*futures)
         except Exception as exc:  # noqa: BLE001 - nothing is acknowledged unless every event is on the topic
             log.warning("producing to kafka failed", extra={"error": repr(exc)})

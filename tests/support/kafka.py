@@ -221,7 +221,7 @@ def make_stream(dossiers: int, *, seed: int = 7, prefix: str = "S") -> list[dict
 def reference_counters(runtime, events: list[dict], source: str) -> dict:
     """What one clean run over ``events`` gives: first (source, event_id) wins, arrival order kept."""
     from services.indicators.engine import IndicatorEngine, history_event
-    from services.indicators.replay import counters_from_histories
+    from services.indicators.rules.counters import total_counts
     from shared.events import DossierEvent, validate_event
     from shared.timeutil import utcnow
 
@@ -236,7 +236,10 @@ def reference_counters(runtime, events: list[dict], source: str) -> dict:
         seen.add((event.source, event.event_id))
         histories.setdefault(event.dossier_code, []).append(history_event(seq, event))
     engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
-    return counters_from_histories(engine, histories, utcnow())
+    now = utcnow()
+    # Each dossier's contribution from scratch, summed: the counter rows the stored events give.
+    evaluated = (engine.evaluate(code, history, now, {})[2] for code, history in histories.items())
+    return total_counts(c for c in evaluated if c is not None)
 
 
 async def live_counters(runtime) -> dict:
