@@ -206,21 +206,25 @@ def principal(request: Request) -> Principal:
     return found
 
 
-def reader(request: Request) -> Principal:
+# The dependencies below are coroutines: FastAPI runs a plain-function dependency in a worker thread,
+# a thread hand-off on every request for a header read and a dict look-up.
+
+
+async def reader(request: Request) -> Principal:
     who = principal(request)
     if not who.can_read():
         raise Problem(403, "forbidden", f"role {who.role!r} may not read scores")
     return who
 
 
-def source_or_admin(request: Request) -> Principal:
+async def source_or_admin(request: Request) -> Principal:
     who = principal(request)
     if who.role not in ("source", "admin"):
         raise Problem(403, "forbidden", f"role {who.role!r} may not post events")
     return who
 
 
-def admin(request: Request) -> Principal:
+async def admin(request: Request) -> Principal:
     who = principal(request)
     if who.role != "admin":
         raise Problem(403, "forbidden", "this needs an admin key")

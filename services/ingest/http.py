@@ -16,12 +16,6 @@ from shared.problems import Problem, problem_response
 router = APIRouter(tags=["ingest"])
 
 
-async def poster(request: Request) -> Principal:
-    """:func:`source_or_admin` run on the event loop: it only reads a header and a dict, and as a plain
-    function FastAPI would hand it to a worker thread on every request."""
-    return source_or_admin(request)
-
-
 async def read_limited_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -61,7 +55,7 @@ EVENTS_BODY = request_body(
         "closes every step still open."
     ),
 )
-async def post_events(request: Request, who: Principal = Depends(poster)):
+async def post_events(request: Request, who: Principal = Depends(source_or_admin)):
     runtime = request.app.state.runtime
     settings = runtime.settings
     body = await read_limited_body(request, settings.max_body_bytes)
