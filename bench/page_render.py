@@ -47,7 +47,7 @@ async def record_history(url: str, period: str) -> dict:
             seconds.append(time.perf_counter() - started)
             day += dt.timedelta(days=1)
     finally:
-        await runtime.engine.dispose()
+        await runtime.close()
     return {"days": len(seconds), "record_ms_p50": round(1000 * sorted(seconds)[len(seconds) // 2], 1),
             "record_ms_max": round(1000 * max(seconds), 1)}
 

@@ -99,7 +99,7 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
                 await worker.stop()  # lets the batch in flight commit
             await key_maintenance.stop()
             if own_runtime:
-                await rt.engine.dispose()
+                await rt.close()
                 if not settings.database_url:  # the embedded default: stop the database this process started
                     await asyncio.to_thread(stop_embedded_postgres)
             log.info("dvc766 stopped", extra={"roles": list(roles)})

@@ -137,18 +137,24 @@ def set_build_info() -> None:
 
 
 _engines: weakref.WeakSet = weakref.WeakSet()
+_read_pools: list = []  # asyncpg pools (shared/db/engine.py create_read_pool); they take no weak reference
 
 
 def watch_pool(engine, capacity: int) -> None:
-    """Report an engine's pool: ``capacity`` connections at most, and how many are checked out."""
+    """Report an engine's pool (or an asyncpg pool): ``capacity`` connections at most, and how many are
+    checked out."""
     DB_POOL_CAPACITY.inc(capacity)
-    _engines.add(engine)
+    if hasattr(engine, "sync_engine"):
+        _engines.add(engine)
+    else:  # an asyncpg pool
+        _read_pools[:] = [pool for pool in _read_pools if not pool.is_closing()] + [engine]
 
 
 def refresh_pool_metrics() -> None:
     """Connections checked out now, over this process's engines (read at each scrape of this process and
     every readiness round, so the other api workers' figures stay current too)."""
-    DB_POOL_IN_USE.set(sum(engine.sync_engine.pool.checkedout() for engine in list(_engines)))
+    DB_POOL_IN_USE.set(sum(engine.sync_engine.pool.checkedout() for engine in list(_engines))
+                       + sum(pool.get_size() - pool.get_idle_size() for pool in _read_pools if not pool.is_closing()))
 
 
 # With several worker processes the default process collector only describes the one answering a

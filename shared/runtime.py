@@ -6,10 +6,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.calendar import WorkingCalendar
-from shared.db.engine import create_engine, migrate, resolve_database_url
+from shared.db.engine import create_engine, create_read_pool, migrate, resolve_database_url
 from shared.db.raw import driver_connection
 from shared.metrics import watch_pool
 from shared.settings import Settings
@@ -28,6 +30,13 @@ class Runtime:
     # Set after events are queued in the database, so an in-process worker applies them at once.
     events_waiting: asyncio.Event = field(default_factory=asyncio.Event)
     producer: object | None = None  # Kafka producer, when Kafka is configured
+    reads: asyncpg.Pool | None = None  # the hot reads' pool (score cards); None: they use the engine
+
+    async def close(self) -> None:
+        if self.reads is not None:
+            await self.reads.close()
+        await self.engine.dispose()
+
     async def reload_units(self) -> UnitTree:
         async with self.engine.connect() as conn:
             apg = await driver_connection(conn)
@@ -78,7 +87,11 @@ async def build_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
                            pool_timeout_seconds=settings.db_pool_timeout_seconds)
     calendar = await asyncio.to_thread(WorkingCalendar.from_settings, settings.calendar)
     watch_pool(engine, capacity=2 * settings.db_pool_size)  # create_engine's overflow is the pool size again
-    runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar)
+    reads = await create_read_pool(url, size=settings.db_pool_size,
+                                   statement_timeout_ms=settings.db_statement_timeout_ms,
+                                   connect_timeout_seconds=settings.db_connect_timeout_seconds)
+    watch_pool(reads, capacity=settings.db_pool_size)
+    runtime = Runtime(settings=settings, engine=engine, database_url=url, calendar=calendar, reads=reads)
     if settings.units_file:  # a seed: units changed since (PUT /v1/units) are left as they are
         units = load_units_file(settings.units_file)
         added = await upsert_units(engine, units, overwrite=False)

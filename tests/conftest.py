@@ -61,7 +61,7 @@ async def runtime(settings):
 
     rt = await build_runtime(settings, run_migrations=False)
     yield rt
-    await rt.engine.dispose()
+    await rt.close()
 
 
 

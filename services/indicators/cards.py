@@ -33,7 +33,7 @@ import orjson
 
 from services.indicators.rules.scoring import CounterView, ScoreCard, directive_counters, score_inputs
 from services.indicators.score_context import load_context
-from shared.db.raw import driver_connection, jsonb
+from shared.db.raw import driver_connection, fetch_read, jsonb
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.timeutil import VIETNAM, parse_period, periods_of, utcnow
@@ -234,9 +234,9 @@ async def refresh_marked(runtime: Runtime, *, everything: bool = False, now: dt.
     async with runtime.engine.begin() as conn:
         apg = await driver_connection(conn)
         rows = await apg.fetch(
-            """SELECT DISTINCT c.unit_code, c.period FROM score_cards c
-               LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
-               WHERE $1 OR m.marked_at >= c.computed_at OR c.inputs_key <> $2""",
+            f"""SELECT DISTINCT c.unit_code, c.period FROM score_cards c
+                LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
+                WHERE $1 OR NOT ({answers_for_now('$2')})""",
             everything, inputs_key(runtime.settings),
         )
         targets: dict[str, set[str]] = defaultdict(set)
@@ -245,9 +245,11 @@ async def refresh_marked(runtime: Runtime, *, everything: bool = False, now: dt.
         return await compute_cards(apg, runtime, targets, now or utcnow()) if targets else 0
 
 
-def _current(row, inputs_key: str) -> bool:
-    """A stored card answers for now: computed under the policies in force, after its last mark."""
-    return row["inputs_key"] == inputs_key and (row["marked_at"] is None or row["marked_at"] < row["computed_at"])
+def answers_for_now(inputs_key_parameter: str) -> str:
+    """Whether a stored card ``c`` (with its mark ``m``, left-joined) answers for now, as SQL: computed
+    under the policies in force (the inputs key, a statement parameter), after its last mark."""
+    return (f"(c.inputs_key = {inputs_key_parameter}::text"
+            " AND (m.marked_at IS NULL OR m.marked_at < c.computed_at))")
 
 
 def card_of(row) -> Card:
@@ -260,15 +262,14 @@ async def read_cards(runtime: Runtime, codes: Iterable[str], period: str, layout
     computed yet, or computed under other policies, is computed now)."""
     codes = [c for c in codes if c in runtime.units]
     key = inputs_key(runtime.settings)
-    async with runtime.engine.connect() as conn:
-        apg = await driver_connection(conn)
-        rows = await apg.fetch(
-            """SELECT c.*, m.marked_at FROM score_cards c
-               LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
-               WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = $3""",
-            codes, period, layout,
-        )
-    cards = {r["unit_code"]: card_of(r) for r in rows if _current(r, key)}
+    rows = await fetch_read(
+        runtime,
+        f"""SELECT c.* FROM score_cards c
+            LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
+            WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = $3 AND {answers_for_now('$4')}""",
+        codes, period, layout, key,
+    )
+    cards = {r["unit_code"]: card_of(r) for r in rows}
     missing = [c for c in codes if c not in cards]
     if missing:
         async with runtime.engine.begin() as conn:
@@ -287,15 +288,15 @@ async def read_summaries(runtime: Runtime, codes: Iterable[str], period: str) ->
     out of date or missing are computed as :func:`read_cards` does."""
     codes = [c for c in codes if c in runtime.units]
     key = inputs_key(runtime.settings)
-    async with runtime.engine.connect() as conn:
-        apg = await driver_connection(conn)
-        rows = await apg.fetch(
-            """SELECT c.unit_code, c.summary, c.inputs_key, c.computed_at, m.marked_at FROM score_cards c
-               LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
-               WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = 'portal'""",
-            codes, period,
-        )
-    out = {r["unit_code"]: r["summary"] for r in rows if _current(r, key)}
+    rows = await fetch_read(
+        runtime,
+        f"""SELECT c.unit_code, c.summary FROM score_cards c
+            LEFT JOIN score_marks m ON m.unit_code = c.unit_code AND m.period = c.period
+            WHERE c.unit_code = ANY($1::text[]) AND c.period = $2 AND c.layout = 'portal'
+              AND {answers_for_now('$3')}""",
+        codes, period, key,
+    )
+    out = dict(rows)
     missing = [c for c in codes if c not in out]
     if missing:
         out.update({code: card.summary for code, card in (await read_cards(runtime, missing, period)).items()})

@@ -294,7 +294,7 @@ async def _main(args) -> int:
             print(f"replay: {exc}", file=sys.stderr)
             return 2
     finally:
-        await runtime.engine.dispose()
+        await runtime.close()
 
 
 async def _replay_all(runtime: Runtime, engine: IndicatorEngine, args) -> int:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -70,6 +71,20 @@ def resolve_database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.data_dir)
 
 
+def _server_settings(statement_timeout_ms: int, lock_timeout_ms: int) -> dict[str, str]:
+    return {
+        "application_name": "dvc766",
+        # asyncpg prepares every statement; a generic plan made while a table was empty (or an
+        # array short) would stick to the connection. Our batch statements want a plan per call.
+        "plan_cache_mode": "force_custom_plan",
+        # Batch statements over thousands of rows cross jit_above_cost; compiling them costs more
+        # than it saves (bench/kafka_throughput.py shows the difference).
+        "jit": "off",
+        "statement_timeout": str(statement_timeout_ms),
+        "lock_timeout": str(lock_timeout_ms),
+    }
+
+
 def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0,
                   lock_timeout_ms: int = 0, connect_timeout_seconds: float = 60.0,
                   pool_timeout_seconds: float = 30.0) -> AsyncEngine:
@@ -83,19 +98,39 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
         json_deserializer=orjson.loads,
         connect_args={
             "timeout": connect_timeout_seconds,
-            "server_settings": {
-                "application_name": "dvc766",
-                # asyncpg prepares every statement; a generic plan made while a table was empty (or an
-                # array short) would stick to the connection. Our batch statements want a plan per call.
-                "plan_cache_mode": "force_custom_plan",
-                # Batch statements over thousands of rows cross jit_above_cost; compiling them costs more
-                # than it saves (bench/kafka_throughput.py shows the difference).
-                "jit": "off",
-                "statement_timeout": str(statement_timeout_ms),
-                "lock_timeout": str(lock_timeout_ms),
-            }
+            "server_settings": _server_settings(statement_timeout_ms, lock_timeout_ms),
         },
     )
+
+
+async def create_read_pool(url: str, *, size: int, statement_timeout_ms: int = 0,
+                           connect_timeout_seconds: float = 60.0) -> asyncpg.Pool:
+    """A plain asyncpg pool for the hot reads (score cards): one prepared statement per read, planned
+    once (generic plans: the statements are primary-key look-ups), and no ping on each checkout (the
+    engine's pre-ping is three round trips). A connection the server dropped fails its read once; the
+    read is tried again on another (:func:`shared.db.raw.fetch_read`). Only statements that change no
+    session state may run on it."""
+    settings = _server_settings(statement_timeout_ms, 0)
+    settings["plan_cache_mode"] = "auto"
+    return await asyncpg.create_pool(libpq_url(url), min_size=1, max_size=size, timeout=connect_timeout_seconds,
+                                     server_settings=settings, init=_decode_jsonb, reset=_nothing_to_reset)
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """The reads set nothing, listen to nothing and hold no lock or cursor: a connection goes back to
+    the pool without the default reset statement (a round trip per read)."""
+
+
+async def _decode_jsonb(conn: asyncpg.Connection) -> None:
+    """jsonb read as the engine reads it (SQLAlchemy's dialect installs the same codec)."""
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
+                              decoder=orjson.loads, format="text")
+
+
+def libpq_url(url: str) -> str:
+    """The URL without SQLAlchemy's driver name (``postgresql+asyncpg://`` → ``postgresql://``)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.split("+", 1)[0] + sep + rest
 
 
 def alembic_config(url: str):

@@ -43,3 +43,20 @@ async def copy_to_stage(conn: asyncpg.Connection, stage: str, definition: str, r
 
 def jsonb(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
+
+
+async def fetch_read(runtime, query: str, *args) -> list[asyncpg.Record]:
+    """One read-only statement on the hot reads' pool (``runtime.reads``; the engine if there is none).
+    A pooled connection the server has dropped fails once: the read is tried again on another."""
+    if runtime.reads is None:
+        async with runtime.engine.connect() as conn:
+            return await (await driver_connection(conn)).fetch(query, *args)
+    try:
+        return await _fetch_pooled(runtime, query, args)
+    except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
+        return await _fetch_pooled(runtime, query, args)
+
+
+async def _fetch_pooled(runtime, query: str, args: tuple) -> list[asyncpg.Record]:
+    async with runtime.reads.acquire(timeout=runtime.settings.db_pool_timeout_seconds) as conn:
+        return await conn.fetch(query, *args)

@@ -106,6 +106,17 @@ async def test_applied_changes_are_served_at_once(client):
         assert card["counters"]["received"] == 5, period
 
 
+async def test_a_read_survives_its_pooled_connection_dropped_by_the_server(client):
+    runtime = client.app.state.runtime
+    first = await client.get(SCORE, headers=auth(READER_KEY))
+    async with runtime.reads.acquire() as conn:
+        pid = conn.get_server_pid()
+    async with runtime.engine.connect() as conn:
+        await conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    again = await client.get(SCORE, headers=auth(READER_KEY))
+    assert again.status_code == 200 and again.content == first.content
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
