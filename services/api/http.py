@@ -7,10 +7,10 @@ Scores and league tables are read from the score cards the indicators side keeps
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 import orjson
+from cachetools import LRUCache
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.api.params import (
@@ -18,7 +18,7 @@ from services.api.params import (
 )
 from services.api.queries import FLAG_CONDITIONS, dossiers_behind
 from services.api.schemas import FlaggedDossiers, LeagueTable, ScoreDocument
-from services.indicators.cards import read_card, read_summaries
+from services.indicators.cards import etag_of, read_card, read_summaries
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
@@ -43,7 +43,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 def cacheable(request: Request, body: bytes, etag: str | None = None) -> Response:
     """JSON bytes with their ETag and how long they may be reused (by the reader's key: ``Vary``)."""
-    etag = etag or '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    etag = etag or etag_of(body)
     max_age = request.app.state.runtime.settings.score_max_age_seconds
     headers = {"etag": etag, "cache-control": f"public, max-age={max_age}", "vary": "Authorization"}
     if etag_matches(request.headers.get("if-none-match"), etag):
@@ -73,11 +73,18 @@ async def league_table(request: Request, parent: str, period: Period) -> list[di
     return [{**row, "rank": rank} for rank, row in enumerate(await _ranked(runtime, parent, period), start=1)]
 
 
+def _members(runtime: Runtime, parent: str, level: str | None) -> list[str]:
+    tree = runtime.units
+    return tree.descendants(parent, level.upper()) if level else list(tree.children.get(parent, []))
+
+
 async def _ranked(runtime: Runtime, parent: str, period: Period, level: str | None = None,
                   key_name: str = "total", descending: bool = True) -> list[dict]:
-    tree = runtime.units
-    members = tree.descendants(parent, level.upper()) if level else list(tree.children.get(parent, []))
-    summaries = await read_summaries(runtime, members, period.key)
+    members = _members(runtime, parent, level)
+    return _order(members, await read_summaries(runtime, members, period.key), key_name, descending)
+
+
+def _order(members: list[str], summaries: dict[str, bytes], key_name: str, descending: bool) -> list[dict]:
     rows = [orjson.loads(summaries[code]) for code in members if code in summaries]
     if key_name == "total":
         rows.sort(key=lambda r: (r["total"], r["unit"]["code"]), reverse=descending)
@@ -87,6 +94,12 @@ async def _ranked(runtime: Runtime, parent: str, period: Period, level: str | No
         group = key_name.upper()
         rows.sort(key=lambda r: (r["groups"][group], r["unit"]["code"]), reverse=descending)
     return rows
+
+
+# League-table pages already encoded, by request: (its rows' summaries, body, ETag). A page is a function
+# of its request and of those summaries alone, so one is reused only when every summary read now is the
+# same bytes: the cards are still read on every request, and a page never outlives a change.
+_PAGES: LRUCache = LRUCache(maxsize=64)
 
 
 @router.get("/v1/scores", response_model=LeagueTable,
@@ -111,12 +124,20 @@ async def list_scores(
     if not position.isdigit():
         raise Problem(400, "bad_cursor", "cursor is not one this API returned")
     start = int(position)
-    rows = await _ranked(runtime, parent.code, period, level, key_name, descending)
+    members = _members(runtime, parent.code, level)
+    summaries = await read_summaries(runtime, members, period.key)
+    page = (parent.code, period.key, tuple(members), key_name, descending, start, limit)
+    kept = _PAGES.get(page)
+    if kept is not None and kept[0] == summaries:
+        return cacheable(request, kept[1], kept[2])
+    rows = _order(members, summaries, key_name, descending)
     items = [{**row, "rank": rank} for rank, row in enumerate(rows[start : start + limit], start=start + 1)]
     next_cursor = encode_cursor(str(start + limit)) if start + limit < len(rows) else None
     body = orjson.dumps({"parent": parent.code, "period": period.key, "items": items, "next_cursor": next_cursor,
                          "count": len(rows)})
-    return cacheable(request, body)
+    etag = etag_of(body)
+    _PAGES[page] = (summaries, body, etag)
+    return cacheable(request, body, etag)
 
 
 @router.get("/v1/units/{unit_code}/dossiers", response_model=FlaggedDossiers, response_model_exclude_unset=True,

@@ -106,6 +106,20 @@ async def test_applied_changes_are_served_at_once(client):
         assert card["counters"]["received"] == 5, period
 
 
+async def test_a_league_table_page_is_sent_again_only_while_its_rows_are_unchanged(client):
+    children = "/v1/scores?parent=H44&period=2026-08&limit=200"
+    pages = [await client.get(children + sort, headers=auth(READER_KEY)) for sort in ("", "", "&sort=code")]
+    assert pages[0].content == pages[1].content and pages[0].headers["etag"] == pages[1].headers["etag"]
+    assert pages[2].content != pages[0].content  # another request, another page
+    await client.post("/v1/events", json=[event("F6", 2, vn(2026, 8, 6), unit="H44.07")], headers=auth(ADMIN_KEY))
+    await drain(client.app.state.runtime)
+    after = await client.get(children, headers=auth(READER_KEY))
+    assert after.headers["etag"] != pages[0].headers["etag"]
+    assert next(i for i in after.json()["items"] if i["unit"]["code"] == "H44.07")["received"] == 2
+    again = await client.get(children, headers={**auth(READER_KEY), "If-None-Match": after.headers["etag"]})
+    assert again.status_code == 304
+
+
 async def test_a_read_survives_its_pooled_connection_dropped_by_the_server(client):
     runtime = client.app.state.runtime
     first = await client.get(SCORE, headers=auth(READER_KEY))
