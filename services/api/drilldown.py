@@ -142,12 +142,13 @@ def _context_items(context, code: str, cid: str) -> list[dict]:
                 out.append({"kind": "feedback", **item, "reasons": reasons, "key": item["feedback_id"]})
         return sorted(out, key=lambda i: i["key"])
     if cid == "4.3":
+        # A commune whose offer is not known is outside 4.3's denominator (ScoreContext.inputs_for): it
+        # costs nothing, so it is not listed.
         tree = context.tree
-        return [{"kind": "unit", "unit_code": m, "name": tree.units[m].name,
-                 "reasons": ["no_e_certified_copy" if tree.units[m].e_certified_copy is False else "unknown"],
+        return [{"kind": "unit", "unit_code": m, "name": tree.units[m].name, "reasons": ["no_e_certified_copy"],
                  "key": m}
                 for m in sorted(tree.subtree(code))
-                if tree.units[m].level == "COMMUNE" and not tree.units[m].e_certified_copy]
+                if tree.units[m].level == "COMMUNE" and tree.units[m].e_certified_copy is False]
     return []
 
 

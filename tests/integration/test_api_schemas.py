@@ -13,6 +13,7 @@ from services.api import schemas as api
 from services.indicators.rules.scoring import COMPONENTS_BY_ID
 from services.ingest.schemas import EventsAnswer, PortalReply
 from tests.conftest import ADMIN_KEY, READER_KEY, auth, drain
+from tests.integration.test_drilldown_complement import communes  # noqa: F401 - a fixture
 from tests.integration.test_full_score import load
 
 FLAGS = ("overdue", "two_plus_supplements", "overdue_step", "open_overdue", "not_online", "input_gaps")
@@ -35,7 +36,7 @@ def reads() -> list[tuple[str, dict, type[BaseModel]]]:
     return out
 
 
-async def test_every_read_answers_the_shape_it_declares(app_client):
+async def test_every_read_answers_the_shape_it_declares(app_client, communes):  # noqa: F811
     await load(app_client)
     await drain(app_client.app.state.runtime)
     taken = await app_client.post("/v1/snapshots", json={"period": "2026-08"}, headers=auth(ADMIN_KEY))

@@ -33,7 +33,6 @@ REASONS = {
     "no_online_payment": "Chưa có giao dịch thanh toán trực tuyến",
     "no_fee_data": "Hồ sơ chưa có dữ liệu phí, lệ phí",
     "no_e_certified_copy": "Chưa cung cấp dịch vụ chứng thực bản sao điện tử",
-    "unknown": "Chưa có thông tin",
 }
 
 FLAGS = {
