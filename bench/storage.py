@@ -9,12 +9,16 @@ per applied event), waits until the queue is empty, then reads every table's tot
 indexes) and its live and dead tuples, before and after a plain VACUUM (which makes dead space
 reusable without giving it back). Figures are scaled to one million accepted events.
 ``--table-options`` sets storage parameters on a table before loading, ``--sql`` runs a statement (an
-experiment, not a migration).
+experiment, not a migration). ``--vacuum-every S`` runs a plain VACUUM every S seconds while loading: a
+real month arrives over a month, and autovacuum then makes dead versions reusable between a dossier's
+events; the simulated month arrives in seconds, so without it every version of a row is still there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 
 from common import Service, base_parser, fresh_database, json_batches, post_batches, report, simulated_events
@@ -84,6 +88,36 @@ async def wait_applied(url: str, timeout: float) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def vacuuming(url: str, every: float):
+    """A plain VACUUM of the database every ``every`` seconds meanwhile (0: none), in a thread."""
+    if not every:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        async def once() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute("VACUUM")
+            finally:
+                await conn.close()
+
+        while not stop.wait(every):
+            asyncio.run(once())
+
+    thread = threading.Thread(target=loop, name="vacuum", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def per_million(rows: list[dict], events: int, label: str) -> list[dict]:
     out = []
     for r in rows:
@@ -105,6 +139,8 @@ def main() -> None:
     parser.add_argument("--table-options", action="append", default=[],
                         help="TABLE:PARAM=VALUE[,PARAM=VALUE] storage parameters set before loading")
     parser.add_argument("--sql", action="append", default=[], help="a statement run before loading")
+    parser.add_argument("--vacuum-every", type=float, default=0.0,
+                        help="run a plain VACUUM every this many seconds while loading (0: never)")
     args = parser.parse_args()
     lines = simulated_events(args.scale)
     with fresh_database("dvc766_bench_storage") as url:
@@ -113,7 +149,8 @@ def main() -> None:
             asyncio.run(execute(url, f"ALTER TABLE {table} SET ({params})"))
         for sql in args.sql:
             asyncio.run(execute(url, sql))
-        with Service("serve", url, env={"DVC766_SWEEP_INTERVAL_SECONDS": "3600"}) as service:
+        with Service("serve", url, env={"DVC766_SWEEP_INTERVAL_SECONDS": "3600"}) as service, \
+                vacuuming(url, args.vacuum_every):
             posted = asyncio.run(post_batches(service.base_url, json_batches(lines), concurrency=2))
             asyncio.run(wait_applied(url, timeout=1800))
         accepted = posted["accepted"]
