@@ -228,3 +228,14 @@ async def test_a_month_with_events_still_queued_is_not_archived(app_client, tmp_
     assert await drain(runtime) == len(OLD)
     done = await archive_month(runtime, dt.date(2024, 1, 1), tmp_path)
     assert (done.events, done.dossiers) == (4, 2)
+
+
+async def test_concurrent_batches_of_a_new_month_create_its_partition_once(app_client):
+    runtime = app_client.app.state.runtime
+    batches = [[event(f"NEW-{i}-{j}", 2, vn(2019, 5, 3 + j), event_id=f"new-{i}-{j}") for j in range(5)]
+               for i in range(4)]
+    results = await asyncio.gather(*(_post(app_client, batch) for batch in batches))
+    assert [r["accepted"] for r in results] == [5, 5, 5, 5]
+    assert "2019-05" in await _partitions(runtime)
+    [row] = await _fetch(runtime, "SELECT count(*) FROM events_2019_05")
+    assert row[0] == 20
