@@ -50,7 +50,7 @@ def batch(item: Any) -> Any:
 def request_body(shape: Any, *, description: str, required: bool = True, media_type: str = "application/json",
                  more: dict[str, dict] | None = None) -> dict:
     """``openapi_extra`` declaring the body a route reads itself (raw, for speed or for several formats):
-    the shape a generated client sends, validated by the route as it always was."""
+    the shape a generated client sends; the route validates what it reads itself."""
     schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
     BODY_SCHEMAS.update(schema.pop("$defs", {}))
     if isinstance(shape, type) and issubclass(shape, BaseModel):  # named, as the models inside a list are
