@@ -2,17 +2,18 @@
 Pure: no I/O.
 
 The event is a msgspec ``Struct``: msgspec checks the shape (required fields, types, lengths, ranges,
-RFC 3339 times with an offset) in C, and ``__post_init__`` adds the rules a type cannot state (the
-window of times, digit strings for status and channel, the attributes' types). Every way events come
-in (HTTP, the portal's payloads, Kafka, replay of stored bodies) goes through :func:`validate_event`
-or :func:`decode_event`, so what is accepted is decided in one place.
+RFC 3339 times with an offset) in C; ``__post_init__`` adds what a type cannot state (digit strings for
+status and channel, the attributes' types, times held in UTC), and :func:`validate_event` the depth
+limit, the window of times and NUL. Every way events come in (HTTP, the portal's payloads, Kafka) goes
+through :func:`validate_event`, and every stored body is read back (workers, replay, archives) through
+:func:`decode_event`, so what is accepted is decided in one place.
 
 Validation never raises for bad input: it returns a :class:`Rejection` with a machine-readable
 reason, so one bad event in a batch costs only itself.
 
 The stored form (:func:`encode_event`) is the event's JSON with sorted keys, times in UTC ("…Z") and
-absent fields left out: the body kept in ``events``, the entries of a dossier's kept history, and the
-bytes hashed for idempotency (the same event sent twice hashes the same; a different body under a known
+absent fields left out: the body kept in ``events`` (and in archive files), the value produced to the
+canonical Kafka topic, and the bytes hashed for idempotency (the same event sent twice hashes the same; a different body under a known
 event_id is a conflict).
 """
 
