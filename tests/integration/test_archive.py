@@ -5,6 +5,7 @@ month is refused with a reason and dead-lettered, never stored or lost silently.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -17,13 +18,15 @@ import pytest
 from services.indicators.archive import ArchiveError, archive_month, retention_cutoff
 from services.indicators.engine import IndicatorEngine
 from services.indicators.replay import check, rebuild
+from services.indicators.kafka import KafkaApplier
 from services.indicators.worker import prepare_partitions
 from shared.db.partitions import add_months, ensure_partitions, existing_partitions
 from shared.db.raw import driver_connection
+from shared.kafka import ensure_topics
 from shared.timeutil import utcnow
 from tests.conftest import ADMIN_KEY, auth, drain
 from tests.support.events import event, vn
-from tests.support.kafka import live_counters
+from tests.support.kafka import as_messages, end_offsets, kafka_settings, live_counters, produce, wait_caught_up
 
 
 @pytest.fixture(autouse=True)
@@ -239,3 +242,37 @@ async def test_concurrent_batches_of_a_new_month_create_its_partition_once(app_c
     assert "2019-05" in await _partitions(runtime)
     [row] = await _fetch(runtime, "SELECT count(*) FROM events_2019_05")
     assert row[0] == 20
+
+
+@pytest.fixture
+async def kafka_rt(clean_db, broker):
+    settings = kafka_settings(clean_db.settings, broker.bootstrap)
+    await ensure_topics(settings, [settings.kafka_topic, settings.kafka_dead_letter_topic])
+    return dataclasses.replace(clean_db, settings=settings)
+
+
+async def _apply_topic(runtime) -> None:
+    s = runtime.settings
+    applier = KafkaApplier(runtime, IndicatorEngine(runtime.calendar, s.policy))
+    await applier.start()
+    try:
+        await wait_caught_up(runtime, s.kafka_group_id, await end_offsets(s.kafka_bootstrap_servers, s.kafka_topic),
+                             timeout=60)
+    finally:
+        await applier.stop()
+
+
+async def test_a_kafka_event_for_an_archived_month_is_dead_lettered_and_the_stream_goes_on(kafka_rt, tmp_path):
+    s = kafka_rt.settings
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, as_messages(OLD))
+    await _apply_topic(kafka_rt)
+    await archive_month(kafka_rt, dt.date(2024, 1, 1), tmp_path)
+    counters = await live_counters(kafka_rt)
+    await produce(s.kafka_bootstrap_servers, s.kafka_topic, as_messages([
+        event("A2", 9, vn(2026, 8, 10), event_id="a2-9"), event("C1", 9, vn(2026, 8, 9), event_id="c1-9")]))
+    await _apply_topic(kafka_rt)
+    letters = await _fetch(kafka_rt, "SELECT event_id, reason, kafka_topic FROM dead_letters")
+    assert [tuple(r) for r in letters] == [("a2-9", "dossier_archived", s.kafka_topic)]
+    stored = await _fetch(kafka_rt, "SELECT event_id FROM events WHERE dossier_code IN ('A2', 'C1') ORDER BY 1")
+    assert [r[0] for r in stored] == ["c1-2", "c1-9"]
+    assert await live_counters(kafka_rt) != counters  # C1's end counted
