@@ -215,7 +215,8 @@ async def put_procedures(
                       json_schema_extra={"enum": ["upsert", "full"]}),
     valid_from: str | None = Query(None, description="version start for items without their own (default now): "
                                                      "a date or an RFC 3339 time with offset, from 2000 up to 2100",
-                                   json_schema_extra={"anyOf": [{"format": "date"}, {"format": "date-time"}]}),
+                                   json_schema_extra={"anyOf": [{"type": "string", "format": "date"},
+                                                                {"type": "string", "format": "date-time"}]}),
 ):
     runtime: Runtime = request.app.state.runtime
     if mode not in ("upsert", "full"):
@@ -258,7 +259,8 @@ async def get_procedures(
     _: Annotated[Principal, Depends(reader)],
     unit: QueryUnit,
     as_of: str | None = Query(None, description="RFC 3339 time or a period (its end); default now",
-                              json_schema_extra={"anyOf": [{"pattern": PERIOD_PATTERN}, {"format": "date-time"}]}),
+                              json_schema_extra={"anyOf": [{"type": "string", "pattern": PERIOD_PATTERN},
+                                                          {"type": "string", "format": "date-time"}]}),
 ):
     runtime: Runtime = request.app.state.runtime
     instant = utcnow()
