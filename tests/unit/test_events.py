@@ -45,6 +45,9 @@ def test_same_content_hashes_equal_and_changed_content_does_not():
         ({"occurred_at": "2026-08-03T08:00:00"}, Reason.NAIVE_TIMESTAMP, "occurred_at"),
         ({"occurred_at": "3/8/2026"}, Reason.BAD_TIMESTAMP, "occurred_at"),
         ({"due_at": "2026-08-10 17:00"}, Reason.NAIVE_TIMESTAMP, "due_at"),
+        ({"occurred_at": "2026-08-03T08:00+07:00"}, Reason.BAD_TIMESTAMP, "occurred_at"),  # RFC 3339 has seconds
+        ({"occurred_at": 1785718800}, Reason.BAD_TIMESTAMP, "occurred_at"),
+        ({"due_at": "20260810T170000+0700"}, Reason.BAD_TIMESTAMP, "due_at"),
         ({"channel": 4}, Reason.BAD_CHANNEL, "channel"),
         ({"step": "review"}, Reason.BAD_FIELD, "step"),
         ({"step": {"due_at": "2026-08-05"}}, Reason.NAIVE_TIMESTAMP, "step.due_at"),
@@ -66,3 +69,16 @@ def test_not_an_object():
 def test_status_given_as_digits_is_accepted():
     event = validate_event({**GOOD, "status": "9"}, "s")
     assert not isinstance(event, Rejection) and event.status == 9
+
+
+def test_an_empty_optional_time_is_absent_and_lower_case_t_and_z_are_rfc_3339():
+    event = validate_event({**GOOD, "due_at": "", "occurred_at": "2026-08-03t01:00:00z",
+                            "step": {"name": "Thẩm định", "due_at": "", "started_at": None}}, "s")
+    assert not isinstance(event, Rejection)
+    assert event.due_at is None and event.step.due_at is None
+    assert event.body()["occurred_at"] == "2026-08-03T01:00:00Z"
+
+
+def test_the_source_is_the_edge_s_not_the_body_s():
+    event = validate_event({**GOOD, "source": "someone-else"}, "igate")
+    assert event.source == "igate" and "source" not in event.body()
