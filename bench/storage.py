@@ -151,15 +151,19 @@ def main() -> None:
             asyncio.run(execute(url, sql))
         with Service("serve", url, env={"DVC766_SWEEP_INTERVAL_SECONDS": "3600"}) as service, \
                 vacuuming(url, args.vacuum_every):
+            started = time.monotonic()
             posted = asyncio.run(post_batches(service.base_url, json_batches(lines), concurrency=2))
             asyncio.run(wait_applied(url, timeout=1800))
+            applied_seconds = time.monotonic() - started  # from the first post until the queue is empty
         accepted = posted["accepted"]
         composition = asyncio.run(dossier_row_bytes(url))
         loaded = per_million(asyncio.run(sizes(url)), accepted, f"{args.label or 'run'} loaded")
         vacuumed = per_million(asyncio.run(sizes(url, vacuum=True)), accepted, f"{args.label or 'run'} vacuumed")
     name = f"storage{'-' + args.label if args.label else ''}"
     report(name, loaded + vacuumed, {"events_posted": posted["events"], "accepted": accepted,
-                                     "post_seconds": round(posted["seconds"], 1), **composition},
+                                     "post_seconds": round(posted["seconds"], 1),
+                                     "applied_seconds": round(applied_seconds, 1),
+                                     "applied_events_per_s": round(accepted / applied_seconds), **composition},
            title="Storage per million accepted events (MB)")
 
 
