@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from services.events.checks import Item, check_items, compact_json
+from services.events.checks import Item, check_items
 from services.events.ownership import check_owners
 from services.events.store import (
     ACCEPTED,
