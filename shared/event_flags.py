@@ -15,3 +15,8 @@ END_TIME_UNREADABLE = "end_time_unreadable"
 SUPPLEMENT_TIME_UNREADABLE = "supplement_time_unreadable"
 STEP_TIME_UNREADABLE = "step_time_unreadable"
 UNREADABLE_FLAGS = (DUE_TIME_UNREADABLE, END_TIME_UNREADABLE, SUPPLEMENT_TIME_UNREADABLE, STEP_TIME_UNREADABLE)
+# What a whole-dossier snapshot says about its own record: each snapshot states all of them, false where the
+# record was complete, so a corrected snapshot clears what an earlier one flagged.
+SNAPSHOT_FLAGS = (END_TIME_MISSING, PROCEDURE_MISSING, DUE_TIME_UNREADABLE, END_TIME_UNREADABLE,
+                  SUPPLEMENT_TIME_UNREADABLE)
+INPUT_FLAGS = (END_TIME_MISSING, PROCEDURE_MISSING, *UNREADABLE_FLAGS)

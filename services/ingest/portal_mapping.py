@@ -67,6 +67,7 @@ from shared.event_flags import (
     END_TIME_UNREADABLE,
     PROCEDURE_MISSING,
     PROVISIONAL,
+    SNAPSHOT_FLAGS,
     STEP_TIME_UNREADABLE,
     SUPPLEMENT_TIME_UNREADABLE,
 )
@@ -378,7 +379,7 @@ def map_snapshot(dossier: Any, unit_of: Callable[[str, str], str],
     if isinstance(read, Rejection):
         return code, read
     times, dropped = read
-    flags: dict[str, Any] = dict.fromkeys(dropped, True)
+    flags: dict[str, Any] = {flag: flag in dropped for flag in SNAPSHOT_FLAGS}  # all stated: a resend corrects
     procedure = _code(dossier, "MaTTHC")
     if isinstance(procedure, Rejection):
         if procedure.reason != Reason.MISSING_FIELD:

@@ -81,7 +81,7 @@ async def test_portal_calls_give_the_counters_of_the_same_canonical_history(app_
     attributes = json.loads(row["attributes"]) if isinstance(row["attributes"], str) else row["attributes"]
     assert attributes == {"synced_to_portal": True, "digitized": True, "reused_digitized": True,
                           "from_data_store": True, "e_result": True, "fee_data": True, "fee_required": True,
-                          "paid_online": True, "end_time_missing": False}
+                          "paid_online": True}  # its flags, all stated false by its snapshots, are no flags
     assert row["channel"] == 2
     assert quirk["ended_at"] is None and quirk["supplement_count"] == 1
     assert conflicts == 0
@@ -219,3 +219,12 @@ async def test_an_unreadable_optional_time_keeps_the_dossier_flagged_for_the_dri
     async with runtime.engine.connect() as conn:
         letters = await (await driver_connection(conn)).fetch("SELECT reason FROM dead_letters")
     assert [r["reason"] for r in letters] == ["bad_timestamp"]
+
+    # The system corrects HS-LATE's return time and sends the dossier again: no longer flagged.
+    corrected = {**records[2], "NgayTra": "20260807110000"}
+    response = await app_client.post("/v1/dvcqg", json=snapshot_call("H44.03", [corrected]), headers=auth(SOURCE_KEY))
+    assert response.json()["error_code"] == 0, response.text
+    await drain(runtime)
+    response = await app_client.get("/v1/units/H44.03/dossiers", params={"period": "2026-08", "flag": "input_gaps"},
+                                    headers=auth(READER_KEY))
+    assert sorted(d["dossier_code"] for d in response.json()["items"]) == ["HS-DUE", "HS-END"]

@@ -20,7 +20,7 @@ from services.ingest.portal_mapping import (
     snapshot_attributes,
 )
 from shared.calendar import WorkingCalendar
-from shared.event_flags import PROVISIONAL
+from shared.event_flags import PROVISIONAL, SNAPSHOT_FLAGS
 from shared.events import DossierEvent, Rejection, validate_event
 from shared.settings import CalendarSettings
 from shared.timeutil import VIETNAM
@@ -306,7 +306,7 @@ def test_value_habits_null_numbers_and_booleans():
     receipt, state = item.events
     assert (receipt["status"], receipt["channel"], receipt["occurred_at"]) == (2, 2, vn(2026, 8, 3, 8).isoformat())
     assert state["attributes"] == {"synced_to_portal": True, "digitized": True, "reused_digitized": True,
-                                   "from_data_store": False}
+                                   "from_data_store": False, **dict.fromkeys(SNAPSHOT_FLAGS, False)}
 
 
 def test_reuse_deleted_attachments_vneid_and_population_databases():
@@ -513,7 +513,10 @@ def test_an_unreadable_optional_time_is_dropped_and_the_dossier_kept_flagged(cal
     assert {k: getattr(facts, k) for k in expect} == expect
     # The same record with every time readable carries no such flag.
     [clean] = mapped(snapshot_call("H44.07", [{**RECEIVED, "TrangThaiHoSo": status}])).items
-    assert not any(k.endswith("_unreadable") for e in clean.events for k in e.get("attributes", {}))
+    assert not any(v for e in clean.events for k, v in e.get("attributes", {}).items() if k.endswith("_unreadable"))
+    assert flag not in _facts_of(list(clean.events), calendar).attributes
+    # Sent again corrected, the dossier is no longer flagged: the snapshot states its flags false.
+    assert flag not in _facts_of(list(item.events) + list(clean.events), calendar).attributes
 
 
 @pytest.mark.parametrize("value", UNREADABLE)

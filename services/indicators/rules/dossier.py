@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.calendar import WorkingCalendar
-from shared.event_flags import PROVISIONAL
+from shared.event_flags import INPUT_FLAGS, PROVISIONAL
 from shared.statuses import Status
 
 ENDING_OTHER = (Status.STOPPED, Status.WITHDRAWN, Status.REFUSED)
@@ -115,6 +115,9 @@ def derive_facts(dossier_code: str, events: Iterable[HistoryEvent], calendar: Wo
     for event in ordered:  # latest value (by occurred_at) wins
         attributes.update(event.attributes)
     attributes.pop(PROVISIONAL, None)
+    for flag in INPUT_FLAGS:  # a flag stated false (a corrected record) is no flag
+        if attributes.get(flag) is False:
+            del attributes[flag]
 
     receipt_index = next((i for i, e in enumerate(ordered) if e.status == Status.RECEIVED), None)
     latest = ordered[-1]
