@@ -10,10 +10,11 @@ may be archived; younger ones are refused. Each month becomes, in ``archive_dir`
   file, format), written after the file is complete and read back.
 
 Then, in one transaction, the month is recorded in ``archived_months``, its idempotency keys leave the
-registry, and its partition is dropped; if events reached the partition after the export, nothing is
-dropped and the command fails (run it again). From then on an event for one of its dossiers is refused
-(``dossier_archived``, dead-lettered), the dossiers' rows and the counters stay as they are, and
-``dvc766 replay`` reads the month from its file (:func:`archived_histories`).
+registry, and its partition is dropped; if events reached the partition after the export, or the month
+has events still queued or parked dossiers, nothing is dropped and the command fails. From then on an
+event for one of its dossiers is refused (``dossier_archived``, dead-lettered), the dossiers' rows and
+the counters stay as they are (the clock no longer re-derives them for a step deadline), and ``dvc766
+replay`` reads the month from its file (:func:`archived_histories`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ async def archive_month(runtime: Runtime, month: dt.date, directory: Path) -> Ar
                                    "run it again")
             if await apg.fetchval("SELECT 1 FROM pending_events WHERE home_month = $1 LIMIT 1", month):
                 raise ArchiveError(f"{month:%Y-%m}: events of this month are still queued; run it again once applied")
+            parked = [r[0] for r in await apg.fetch(
+                """SELECT p.dossier_code FROM parked_dossiers p JOIN dossier_owners o USING (dossier_code)
+                   WHERE o.home_month = $1 ORDER BY 1 LIMIT 5""", month)]
+            if parked:  # their events are the only account of them: not into a file nobody applies
+                raise ArchiveError(f"{month:%Y-%m}: parked dossiers of this month ({', '.join(parked)}…); apply "
+                                   "them (dvc766 replay --parked) or leave the month in the database")
             await apg.execute(
                 """INSERT INTO archived_months (month, events, dossiers, file, sha256)
                    VALUES ($1, $2, $3, $4, $5)""",

@@ -356,10 +356,12 @@ class IndicatorEngine:
     async def sweep_open_steps(self, conn: asyncpg.Connection, now: dt.datetime, limit: int = 5000,
                                touched: set[tuple[str, str]] | None = None) -> int:
         """Dossiers with a step still open whose deadline the clock has crossed, with no event: re-derived
-        now, so their overdue steps count it (``touched`` as in :meth:`sweep_deadlines`)."""
+        now, so their overdue steps count it (``touched`` as in :meth:`sweep_deadlines`). Returns how many
+        moved. The dossiers of an archived month are left as they are: their events are in files."""
         codes = await conn.fetch(
-            """SELECT dossier_code FROM dossiers WHERE step_deadline < $1
-               ORDER BY dossier_code LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            """SELECT d.dossier_code FROM dossiers d JOIN dossier_owners o USING (dossier_code)
+               WHERE d.step_deadline < $1 AND o.home_month NOT IN (SELECT month FROM archived_months)
+               ORDER BY d.dossier_code LIMIT $2 FOR UPDATE OF d SKIP LOCKED""",
             now,
             limit,
         )
@@ -368,7 +370,7 @@ class IndicatorEngine:
         result = await self.recompute(conn, [r["dossier_code"] for r in codes], now)
         if touched is not None:
             touched.update(result.touched)
-        return len(codes)
+        return result.dossiers + len(result.parked)
 
 
 # A parked dossier's row: (error, receiving unit, events, seq of its last event).

@@ -276,3 +276,32 @@ async def test_a_kafka_event_for_an_archived_month_is_dead_lettered_and_the_stre
     stored = await _fetch(kafka_rt, "SELECT event_id FROM events WHERE dossier_code IN ('A2', 'C1') ORDER BY 1")
     assert [r[0] for r in stored] == ["c1-2", "c1-9"]
     assert await live_counters(kafka_rt) != counters  # C1's end counted
+
+
+async def test_an_archived_dossier_waiting_on_a_step_deadline_is_left_as_it_is_by_the_sweep(app_client, tmp_path):
+    runtime = app_client.app.state.runtime
+    engine = IndicatorEngine(runtime.calendar, runtime.settings.policy)
+    step = {"name": "Thẩm định", "id": "S1-td", "started_at": vn(2024, 1, 11).isoformat(),
+            "due_at": vn(2030, 1, 2).isoformat(), "open": True}
+    await _post(app_client, [event("S1", 2, vn(2024, 1, 10), due_at=vn(2024, 1, 20), event_id="s1-2"),
+                             event("S1", 4, vn(2024, 1, 11), step=step, event_id="s1-4")])
+    await drain(runtime)
+    before = await _fetch(runtime, "SELECT step_deadline, overdue_steps, contribution FROM dossiers")
+    assert before[0]["step_deadline"] == vn(2030, 1, 2)
+    await archive_month(runtime, dt.date(2024, 1, 1), tmp_path)
+    async with runtime.engine.begin() as conn:  # its events are in a file: nothing to derive it from, no busy loop
+        assert await engine.sweep_open_steps(await driver_connection(conn), vn(2030, 1, 3)) == 0
+    assert await _fetch(runtime, "SELECT step_deadline, overdue_steps, contribution FROM dossiers") == before
+
+
+async def test_a_month_with_a_parked_dossier_is_not_archived(app_client, tmp_path):
+    runtime = app_client.app.state.runtime
+    await _post(app_client, OLD)
+    await drain(runtime)
+    async with runtime.engine.begin() as conn:  # as a dossier the rules could not derive is parked
+        await (await driver_connection(conn)).execute(
+            "INSERT INTO parked_dossiers (dossier_code, unit_code, error, events) VALUES ('A2', 'H44.03', 'E', 1)")
+    with pytest.raises(ArchiveError, match=r"parked dossiers of this month \(A2"):
+        await archive_month(runtime, dt.date(2024, 1, 1), tmp_path)
+    assert "2024-01" in await _partitions(runtime)
+    assert await _fetch(runtime, "SELECT * FROM archived_months") == []
