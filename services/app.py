@@ -20,6 +20,7 @@ from services.api import portal as api_portal
 from services.api import snapshots as api_snapshots
 from services.api.pages import routes as pages
 from services.api.pages.headers import PageSecurityHeaders
+from services.indicators.cards import CardCache, CardsMovedListener
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import QueueWorker
 from services.notify import http as notify_http
@@ -80,6 +81,12 @@ def create_app(roles: Iterable[str] = ROLES, *, settings: Settings | None = None
             listener = app.state.events_listener = EventsQueuedListener(rt)
             listener.start()
             background.append(listener)
+        if "api" in roles and settings.score_max_age_seconds > 0:
+            # Cards read are reused up to their max-age, emptied by the writers' notifications.
+            rt.card_cache = CardCache(settings.score_max_age_seconds)
+            card_listener = app.state.card_listener = CardsMovedListener(rt, rt.card_cache)
+            card_listener.start()
+            background.append(card_listener)
         refresher = None
         if "indicators" not in roles or len(roles) < len(ROLES):
             refresher = asyncio.create_task(_refresh_units(rt))

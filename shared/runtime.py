@@ -31,6 +31,7 @@ class Runtime:
     events_waiting: asyncio.Event = field(default_factory=asyncio.Event)
     producer: object | None = None  # Kafka producer, when Kafka is configured
     reads: asyncpg.Pool | None = None  # the hot reads' pool (score cards); None: they use the engine
+    card_cache: object | None = None  # an api process's cards.CardCache (services/indicators/cards.py)
 
     async def close(self) -> None:
         if self.reads is not None:

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 
 import asyncpg
 import orjson
+from cachetools import TTLCache
 
 from services.indicators.rules.scoring import CounterView, ScoreCard, directive_counters, score_inputs
 from services.indicators.score_context import load_context
+from shared.db.notify import Listener
 from shared.db.raw import driver_connection, fetch_read, jsonb
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -41,6 +43,7 @@ from shared.units import UnitTree
 
 CARD_LOCK = 766_010  # advisory lock key of the card refreshes and the daily score rows
 LAYOUTS = ("portal", "decision")
+CARDS_MOVED = "dvc766_cards_moved"  # NOTIFY channel: cards were marked out of date or recomputed
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ async def compute_cards(apg: asyncpg.Connection, runtime: Runtime, targets: dict
                 rows.extend(_card_rows(runtime, code, period_key, context.inputs_for(code), now, key, policies))
     if not rows:
         return 0
+    await apg.execute(f"NOTIFY {CARDS_MOVED}")  # delivered at the caller's commit
     columns = list(zip(*rows))
     await apg.execute(
         """INSERT INTO score_cards (unit_code, period, layout, inputs_key, computed_at, total, etag, body, summary,
@@ -202,6 +206,8 @@ async def _mark(runtime: Runtime, pairs: set[tuple[str, str]]) -> None:
                ON CONFLICT (unit_code, period) DO UPDATE SET marked_at = EXCLUDED.marked_at""",
             list(units), list(periods),
         )
+        await apg.execute(f"NOTIFY {CARDS_MOVED}")
+    cards_moved_here(runtime)
 
 
 async def counters_moved(runtime: Runtime, touched: Iterable[tuple[str, str]]) -> None:
@@ -242,7 +248,10 @@ async def refresh_marked(runtime: Runtime, *, everything: bool = False, now: dt.
         targets: dict[str, set[str]] = defaultdict(set)
         for r in rows:
             targets[r["period"]].add(r["unit_code"])
-        return await compute_cards(apg, runtime, targets, now or utcnow()) if targets else 0
+        computed = await compute_cards(apg, runtime, targets, now or utcnow()) if targets else 0
+    if computed:
+        cards_moved_here(runtime)
+    return computed
 
 
 def answers_for_now(inputs_key_parameter: str) -> str:
@@ -280,6 +289,7 @@ async def read_cards(runtime: Runtime, codes: Iterable[str], period: str, layout
                 missing, period, layout,
             )
         cards.update({r["unit_code"]: card_of(r) for r in rows})
+        cards_moved_here(runtime)
     return cards
 
 
@@ -288,6 +298,11 @@ async def read_summaries(runtime: Runtime, codes: Iterable[str], period: str) ->
     out of date or missing are computed as :func:`read_cards` does."""
     codes = [c for c in codes if c in runtime.units]
     key = inputs_key(runtime.settings)
+    cache: CardCache | None = runtime.card_cache
+    kept_as = ("summaries", tuple(codes), period, key)
+    if cache is not None and (kept := cache.get(kept_as)) is not None:
+        return kept
+    generation = cache.generation if cache is not None else 0
     rows = await fetch_read(
         runtime,
         f"""SELECT c.unit_code, c.summary FROM score_cards c
@@ -300,15 +315,76 @@ async def read_summaries(runtime: Runtime, codes: Iterable[str], period: str) ->
     missing = [c for c in codes if c not in out]
     if missing:
         out.update({code: card.summary for code, card in (await read_cards(runtime, missing, period)).items()})
+    if cache is not None:
+        cache.put(kept_as, out, generation)
     return out
 
 
 async def read_card(runtime: Runtime, code: str, period: str, layout: str = "portal") -> Card:
     """A unit's card for a period (``2026-08``, ``2026-Q3``, ``2026``) and layout (``portal``, ``decision``)."""
+    cache: CardCache | None = runtime.card_cache
+    kept_as = ("card", code, period, layout, inputs_key(runtime.settings))
+    if cache is not None and (kept := cache.get(kept_as)) is not None:
+        return kept
+    generation = cache.generation if cache is not None else 0
     cards = await read_cards(runtime, [code], period, layout)
     if code not in cards:
         raise KeyError(code)
+    if cache is not None:
+        cache.put(kept_as, cards[code], generation)
     return cards[code]
+
+
+class CardCache:
+    """Cards and league-table rows this api process has read, reused for at most ``max_age`` seconds
+    (``score_max_age_seconds``: the Cache-Control max-age the answers carry, so no more than any HTTP
+    cache on the way may reuse them) and never past a write that moved a card. Writers NOTIFY
+    :data:`CARDS_MOVED` inside their transaction: :class:`CardsMovedListener` empties the cache when the
+    notification arrives (PostgreSQL sends it at the writer's commit); a writer in this process empties
+    it at once, after its commit (:func:`cards_moved_here`). Nothing is reused while the listener is not
+    connected, and a read begun before an emptying is not kept (``generation``)."""
+
+    def __init__(self, max_age: float, size: int = 1024) -> None:
+        self._entries: TTLCache = TTLCache(maxsize=size, ttl=max_age)
+        self.generation = 0
+        self.listening = False
+
+    def get(self, key):
+        return self._entries.get(key) if self.listening else None
+
+    def put(self, key, value, generation: int) -> None:
+        if self.listening and generation == self.generation:
+            self._entries[key] = value
+
+    def moved(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+def cards_moved_here(runtime: Runtime) -> None:
+    if runtime.card_cache is not None:
+        runtime.card_cache.moved()
+
+
+class CardsMovedListener(Listener):
+    """Keeps a :class:`CardCache` honest: emptied on each :data:`CARDS_MOVED`, and used only while listening."""
+
+    channel = CARDS_MOVED
+
+    def __init__(self, runtime: Runtime, cache: CardCache) -> None:
+        super().__init__(runtime)
+        self.cache = cache
+
+    def notified(self) -> None:
+        self.cache.moved()
+
+    def connected(self) -> None:
+        self.cache.moved()  # what moved while nobody listened
+        self.cache.listening = True
+
+    def lost(self) -> None:
+        self.cache.listening = False
+        self.cache.moved()
 
 
 async def _write_days(apg: asyncpg.Connection, entries: list[tuple], now: dt.datetime) -> int:

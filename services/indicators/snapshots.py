@@ -10,7 +10,8 @@ import datetime as dt
 
 import asyncpg
 
-from services.indicators.cards import Card, card_of, compute_cards, policies_in_force, read_cards
+from services.indicators.cards import (Card, card_of, cards_moved_here, compute_cards, policies_in_force,
+                                       read_cards)
 from shared.db.raw import driver_connection, jsonb
 from shared.runtime import Runtime
 from shared.timeutil import VIETNAM, utcnow
@@ -67,6 +68,7 @@ async def take_snapshot(runtime: Runtime, *, period: str, kind: str, label: str 
             snapshot_id, list(cards), [card["total"]["score"] for card in cards.values()],
             [jsonb(card) for card in cards.values()],
         )
+    cards_moved_here(runtime)
     return {"id": snapshot_id, "period": period, "kind": kind, "label": label,
             "taken_at": now.astimezone(VIETNAM).isoformat(), "units": len(cards)}
 

@@ -45,6 +45,10 @@ def jsonb(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+# What a pooled connection the server has dropped raises, depending on when the drop is noticed.
+_DROPPED = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
 async def fetch_read(runtime, query: str, *args) -> list[asyncpg.Record]:
     """One read-only statement on the hot reads' pool (``runtime.reads``; the engine if there is none).
     A pooled connection the server has dropped fails once: the read is tried again on another."""
@@ -53,10 +57,14 @@ async def fetch_read(runtime, query: str, *args) -> list[asyncpg.Record]:
             return await (await driver_connection(conn)).fetch(query, *args)
     try:
         return await _fetch_pooled(runtime, query, args)
-    except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
+    except _DROPPED:
         return await _fetch_pooled(runtime, query, args)
 
 
 async def _fetch_pooled(runtime, query: str, args: tuple) -> list[asyncpg.Record]:
     async with runtime.reads.acquire(timeout=runtime.settings.db_pool_timeout_seconds) as conn:
-        return await conn.fetch(query, *args)
+        try:
+            return await conn.fetch(query, *args)
+        except _DROPPED:
+            conn.terminate()  # closed, so the pool opens a new one in its place
+            raise

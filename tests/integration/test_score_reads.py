@@ -2,6 +2,8 @@
 ETags and 304s, Cache-Control, keys checked on every request; a feed write, a batch and a deadline
 passing each show on another api process; `dvc766 api` with several worker processes."""
 
+import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,6 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from services.indicators.cards import read_card
 from services.indicators.engine import IndicatorEngine
 from services.indicators.worker import sweep
 from shared.auth import KeyRing
@@ -127,8 +130,40 @@ async def test_a_read_survives_its_pooled_connection_dropped_by_the_server(clien
         pid = conn.get_server_pid()
     async with runtime.engine.connect() as conn:
         await conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    runtime.card_cache.moved()  # read from the database, not from this process's cards
     again = await client.get(SCORE, headers=auth(READER_KEY))
     assert again.status_code == 200 and again.content == first.content
+
+
+async def test_an_api_process_reuses_a_card_until_a_write_anywhere_moves_it(client):
+    """A card read is reused (up to its max-age, here 60 s) until a write moves it, whichever process
+    writes: here the writer shares nothing with the api but the database, so only the writer's
+    notification can tell it."""
+    from services.app import create_app
+
+    settings = client.app.state.runtime.settings.model_copy(update={"score_max_age_seconds": 60})
+    runtime = dataclasses.replace(client.app.state.runtime, settings=settings, card_cache=None)
+    elsewhere = dataclasses.replace(runtime)
+    await read_card(elsewhere, "H44.03", "2026-08")  # computed before this api listens
+    app = create_app(("ingest", "api"), runtime=runtime)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+            await asyncio.wait_for(app.state.card_listener.listening.wait(), 10)
+            first = await api.get(SCORE, headers=auth(READER_KEY))
+            assert first.json()["counters"]["received"] == 2
+            # Reused: a change no writer announced (made behind the API's back) does not show.
+            async with runtime.engine.begin() as conn:
+                await conn.exec_driver_sql("UPDATE score_cards SET body = '\\x7b7d'::bytea")
+            assert (await api.get(SCORE, headers=auth(READER_KEY))).content == first.content
+            # A batch applied elsewhere: its notification empties the cache.
+            await api.post("/v1/events", json=[event("F7", 2, vn(2026, 8, 6), due_at=vn(2026, 8, 9))],
+                           headers=auth(ADMIN_KEY))
+            await drain(elsewhere)
+            deadline = time.monotonic() + 5
+            while (answer := await api.get(SCORE, headers=auth(READER_KEY))).content == first.content:
+                assert time.monotonic() < deadline, "the card was not read again after a write elsewhere"
+                await asyncio.sleep(0.02)
+            assert answer.json()["counters"]["received"] == 3
 
 
 def _free_port() -> int:
