@@ -92,12 +92,17 @@ async def ensure_partitions(conn: asyncpg.Connection, months: Iterable[dt.date])
     missing = [m for m in missing if m not in archived]
     if not missing:
         return []
-    # One creator at a time; a second one waits here, then finds the partition (IF NOT EXISTS).
+    # One creator at a time; a second one waits here, then finds what the first created.
     await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+    missing = sorted(set(missing) - set(await existing_partitions(conn)))
     for month in missing:
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {partition_name(month)} PARTITION OF events "
-            f"FOR VALUES FROM ('{month.isoformat()}') TO ({upper_bound(month)})")
+        # A table of its own, then attached: ATTACH locks events only against other schema changes
+        # (SHARE UPDATE EXCLUSIVE), where CREATE ... PARTITION OF would take ACCESS EXCLUSIVE and queue
+        # every batch behind the writers already in events, a deadlock once two of them wait on each
+        # other's event keys.
+        await conn.execute(f"CREATE TABLE {partition_name(month)} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        await conn.execute(f"ALTER TABLE events ATTACH PARTITION {partition_name(month)} "
+                           f"FOR VALUES FROM ('{month.isoformat()}') TO ({upper_bound(month)})")
     return missing  # known once committed: the next call reads the catalogue again
 
 

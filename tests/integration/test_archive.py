@@ -244,6 +244,22 @@ async def test_concurrent_batches_of_a_new_month_create_its_partition_once(app_c
     assert row[0] == 20
 
 
+async def test_a_new_partition_does_not_wait_for_batches_writing_in_events(app_client):
+    """A batch still open in events (its transaction not committed) does not hold up the partition of
+    another month: creating one must not queue behind writers, or two batches that wait on each other's
+    event keys and the creator deadlock."""
+    runtime = app_client.app.state.runtime
+    await _post(app_client, [event("OPEN-1", 2, vn(2026, 8, 3), event_id="open-1")])
+    async with runtime.engine.begin() as writing:
+        apg = await driver_connection(writing)
+        await apg.execute("UPDATE events SET transport = transport WHERE event_id = 'open-1'")  # holds events
+        async with runtime.engine.begin() as creating:
+            other = await driver_connection(creating)
+            await other.execute("SET LOCAL lock_timeout = '2s'")
+            assert await ensure_partitions(other, [dt.date(2018, 2, 1)]) == [dt.date(2018, 2, 1)]
+    assert "2018-02" in await _partitions(runtime)
+
+
 @pytest.fixture
 async def kafka_rt(clean_db, broker):
     settings = kafka_settings(clean_db.settings, broker.bootstrap)
