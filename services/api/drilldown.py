@@ -87,6 +87,15 @@ async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: P
     return out
 
 
+async def costly_component(component_id: str) -> str:
+    """A component that points can be lost on (checked before the period: its answer comes first)."""
+    if component_id not in COMPONENTS_BY_ID:
+        raise Problem(404, "unknown_component", f"no component {component_id!r}; ids are 1.1 … 5.3")
+    if component_id == "2.2":
+        raise Problem(400, "no_penalty", "2.2 is tracked without points: nothing costs points")
+    return component_id
+
+
 @router.get("/v1/units/{unit_code}/components/{component_id}/items", response_model=ComponentItems,
             response_model_exclude_unset=True,
             summary="Drill-down for any component: the dossiers, procedures or feedback items that cost points")
@@ -94,16 +103,12 @@ async def component_items(
     request: Request,
     _: Annotated[Principal, Depends(reader)],
     unit: PathUnit,
-    component_id: str,
+    component_id: Annotated[str, Depends(costly_component)],
     period: QueryPeriod,
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None),
 ):
     runtime: Runtime = request.app.state.runtime
-    if component_id not in COMPONENTS_BY_ID:
-        raise Problem(404, "unknown_component", f"no component {component_id!r}; ids are 1.1 … 5.3")
-    if component_id == "2.2":
-        raise Problem(400, "no_penalty", "2.2 is tracked without points: nothing costs points")
     chosen = period
     after = decode_cursor(cursor)
     now = utcnow()

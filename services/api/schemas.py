@@ -21,7 +21,8 @@ Number = int | float  # a count, or a fraction's rounded value (kept as the JSON
 
 class Answer(BaseModel):
     """An answer's shape: a key a route sends that its model does not declare is an error (in tests),
-    not a key silently dropped or left out of the documentation."""
+    not a key silently dropped or left out of the documentation. Fields are declared in the order the
+    route builds them: the JSON keeps its key order."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -145,7 +146,6 @@ class FlaggedDossier(Answer):
     unit_code: str
     procedure_code: str
     status: int
-    status_name: str | None
     channel: int | None
     received_at: str | None
     due_at: str | None
@@ -156,6 +156,7 @@ class FlaggedDossier(Answer):
     overdue: bool
     reasons: list[str] = Field(description="late_end, open_past_due, overdue_step, not_online …")
     flags: list[str] = Field(description="what its input lacked although it counts (input_gaps)")
+    status_name: str | None
 
 
 class FlaggedDossiers(Answer):
@@ -267,7 +268,12 @@ class SnapshotInfo(Answer):
     taken_at: str
 
 
-class SnapshotTaken(SnapshotInfo):
+class SnapshotTaken(Answer):
+    id: int
+    period: str
+    kind: str
+    label: str | None
+    taken_at: str
     units: int = Field(description="units frozen")
 
 
@@ -304,8 +310,13 @@ class UnitChanges(Answer):
     changes: list[ComponentChange]
 
 
-class SnapshotWithPolicies(SnapshotInfo):
-    policies: dict[str, Any]
+class SnapshotWithPolicies(Answer):
+    id: int
+    period: str
+    kind: str
+    label: str | None
+    taken_at: str
+    policies: dict[str, Any] = Field(description="the policies in force when it was taken")
 
 
 class SnapshotComparison(Answer):

@@ -174,3 +174,24 @@ async def test_a_feed_listing_a_row_twice_keeps_the_last(app_client):
     assert (r.status_code, r.json()["accepted"], r.json()["versions_written"]) == (200, 2, 1), r.text
     listed = await app_client.get("/v1/catalog/procedures", params={"unit": "H44.03"}, headers=auth(READER_KEY))
     assert [i["name"] for i in listed.json()["items"] if i["procedure_code"] == "P9"] == ["second"]
+
+
+async def test_answers_keep_the_key_order_they_had_before_their_models(app_client):
+    await load(app_client)
+    await drain(app_client.app.state.runtime)
+    taken = await app_client.post("/v1/snapshots", json={"period": "2026-08"}, headers=auth(ADMIN_KEY))
+    assert list(taken.json()) == ["id", "period", "kind", "label", "taken_at", "units"]
+    compared = await app_client.get(f"/v1/snapshots/{taken.json()['id']}/compare", headers=auth(READER_KEY))
+    assert list(compared.json()["snapshot"]) == ["id", "period", "kind", "label", "taken_at", "policies"]
+    listed = await app_client.get("/v1/units/H44/dossiers", params={"period": "2026-08", "flag": "overdue"},
+                                  headers=auth(READER_KEY))
+    item = listed.json()["items"][0]
+    assert list(item)[:4] == ["dossier_code", "unit_code", "procedure_code", "status"]
+    assert list(item)[-1] == "status_name"  # added to the query's row last
+
+
+async def test_an_unknown_component_is_answered_before_the_period(app_client):
+    for cid, status, code in (("9.9", 404, "unknown_component"), ("2.2", 400, "no_penalty")):
+        r = await app_client.get(f"/v1/units/H44/components/{cid}/items", params={"period": "bad"},
+                                 headers=auth(READER_KEY))
+        assert (r.status_code, r.json()["code"]) == (status, code)
