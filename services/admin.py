@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Literal
 
+import asyncpg
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
@@ -63,7 +64,10 @@ async def put_units(request: Request, _: Annotated[Principal, Depends(admin)]):
     twice = sorted(code for code, n in Counter(u.code for u in units).items() if n > 1)
     if twice:
         raise Problem(422, "bad_units", f"units listed more than once: {', '.join(twice)}")
-    count = await upsert_units(runtime.engine, units)
+    try:
+        count = await upsert_units(runtime.engine, units)
+    except asyncpg.UniqueViolationError as exc:  # the only unique column besides the code
+        raise Problem(422, "bad_units", "an identifier is listed twice or held by another unit") from exc
     await runtime.reload_units()
     await feeds_moved(runtime)  # names, parents and the e-certified-copy offer are in every card
     return {"upserted": count, "units": len(runtime.units)}

@@ -168,6 +168,10 @@ async def _lookup(runtime, who: Principal, envelope: Envelope, payload: Any) -> 
         return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason=Reason.NOT_AN_OBJECT,
                             detail=f"{envelope.service} takes a JSON object with MaHoSo or MaTTHC")
     body = payload
+    for name, wanted in (("MaHoSo", str), ("MaTTHC", str), ("data", list)):
+        if body.get(name) is not None and not isinstance(body[name], wanted):
+            return portal_reply(400, ErrorCode.BAD_PAYLOAD, reason=Reason.BAD_FIELD, field=name,
+                                detail=f"{name} must be {'text' if wanted is str else 'an array'}")
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
         if envelope.service == LOOKUP_DOSSIER:

@@ -195,3 +195,18 @@ async def test_an_unknown_component_is_answered_before_the_period(app_client):
         r = await app_client.get(f"/v1/units/H44/components/{cid}/items", params={"period": "bad"},
                                  headers=auth(READER_KEY))
         assert (r.status_code, r.json()["code"]) == (status, code)
+
+
+async def test_an_identifier_held_twice_is_refused(app_client):
+    units = [{"code": "X1", "level": "COMMUNE", "parent": "H44", "identifier": "ID-1"},
+             {"code": "X2", "level": "COMMUNE", "parent": "H44", "identifier": "ID-1"}]
+    r = await app_client.put("/v1/units", json=units, headers=auth(ADMIN_KEY))
+    assert (r.status_code, r.json()["code"]) == (422, "bad_units"), r.text
+    assert "X1" not in app_client.app.state.runtime.units
+
+
+async def test_a_lookup_refuses_fields_of_the_wrong_type(app_client):
+    for body in ({"MaTTHC": 5}, {"service": "TraCuuHoSo", "MaHoSo": ["x"]}, {"MaTTHC": "P1", "data": 3}):
+        r = await app_client.post("/v1/dvcqg/LayThuTuc" if "service" not in body else "/v1/dvcqg", json=body,
+                                  headers=auth(ADMIN_KEY))
+        assert (r.status_code, r.json()["reason"]) == (400, "bad_field"), (body, r.text)
