@@ -50,12 +50,16 @@ def batch(item: Any) -> Any:
 def request_body(shape: Any, *, description: str, required: bool = True, media_type: str = "application/json",
                  more: dict[str, dict] | None = None) -> dict:
     """``openapi_extra`` declaring the body a route reads itself (raw, for speed or for several formats):
-    the shape a generated client sends; the route validates what it reads itself."""
-    schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
-    BODY_SCHEMAS.update(schema.pop("$defs", {}))
-    if isinstance(shape, type) and issubclass(shape, BaseModel):  # named, as the models inside a list are
-        BODY_SCHEMAS[shape.__name__] = schema
-        schema = {"$ref": f"#/components/schemas/{shape.__name__}"}
+    the shape a generated client sends; the route validates what it reads itself. ``shape``: a type, or
+    a JSON Schema already made (with the components it names in BODY_SCHEMAS)."""
+    if isinstance(shape, dict):
+        schema = shape
+    else:
+        schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
+        BODY_SCHEMAS.update(schema.pop("$defs", {}))
+        if isinstance(shape, type) and issubclass(shape, BaseModel):  # named, as the models in a list are
+            BODY_SCHEMAS[shape.__name__] = schema
+            schema = {"$ref": f"#/components/schemas/{shape.__name__}"}
     return {"requestBody": {"required": required, "description": description,
                             "content": {media_type: {"schema": schema}, **(more or {})}}}
 

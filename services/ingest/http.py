@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from services.ingest.intake import dead_letter_body, decode_json, decode_ndjson, submit
-from services.ingest.schemas import EventIn, EventsAnswer
-from services.openapi import batch, request_body
+from services.ingest.schemas import EventsAnswer, event_schemas
+from services.openapi import BODY_SCHEMAS, request_body
 from shared.auth import Principal, source_or_admin
 from shared.events import Reason, Rejection
 from shared.problems import Problem, problem_response
@@ -29,8 +29,11 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+EVENT, EVENT_COMPONENTS = event_schemas()
+BODY_SCHEMAS.update(EVENT_COMPONENTS)
 EVENTS_BODY = request_body(
-    batch(EventIn), description="a JSON array of canonical events (up to 1,000) or a single one; or NDJSON",
+    {"anyOf": [{"type": "array", "items": EVENT, "minItems": 1}, EVENT]},
+    description="a JSON array of canonical events (up to 1,000) or a single one; or NDJSON",
     more={"application/x-ndjson": {"schema": {"type": "string", "description": "one canonical event (JSON) a line"}}})
 
 

@@ -1,66 +1,31 @@
 """The shapes ingest takes and answers, for OpenAPI and generated clients.
 
 The routes read their bodies raw and validate each event on its own (shared/events.py; a bad event is
-rejected with its index and reason, never the batch): these models document the wire format, they are
-not a second validation."""
+rejected with its index and reason, never the batch): the event's schema is its definition's, and the
+portal's models document the wire format; neither is a second validation."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import BOOLEAN_ATTRIBUTES, INT_ATTRIBUTES, DossierEvent
 
 # --- canonical events (events.md §2) --------------------------------------------------------------------
 
-Code64 = Field(min_length=1, max_length=64)
-
-
-class StepIn(BaseModel):
-    """The processing step (QuaTrinhXuLy) the event closes, or opens with ``open``."""
-
-    name: str | None = None
-    handler: str | None = None
-    due_at: dt.datetime | None = Field(None, description="the step's own deadline (NgayKetThucTheoQuyDinh)")
-    started_at: dt.datetime | None = Field(None, description="NgayBatDau")
-    id: str | None = Field(None, max_length=128, description="the step's identity")
-    open: bool = Field(False, description="true: the step started and is still open")
-
-
-class AttributesIn(BaseModel):
-    """Facts about the dossier; the latest value (by ``occurred_at``) wins. Other keys are kept as sent."""
-
-    model_config = ConfigDict(extra="allow")
-
-    result_required: bool | None = None
-    e_result: bool | None = None
-    digitized: bool | None = None
-    reused_digitized: bool | None = None
-    from_data_store: bool | None = None
-    population_data: bool | None = None
-    fee_required: bool | None = None
-    fee_data: bool | None = None
-    paid_online: bool | None = None
-    synced_to_portal: bool | None = None
-    apology_letter: bool | None = None
-    applicant_type: int | None = Field(None, description="LoaiDoiTuong")
-
-
-class EventIn(BaseModel):
-    """One dossier status change. (source, event_id) is the idempotency key; the source is the key's."""
-
-    event_id: str = Field(min_length=1, max_length=128)
-    dossier_code: str = Code64
-    unit_code: str = Field(min_length=1, max_length=64, description="must exist in the unit tree, within the "
-                                                                    "key's units")
-    procedure_code: str = Code64
-    status: int = Field(ge=1, le=10, description="TrangThaiHoSo (events.md §1)")
-    occurred_at: dt.datetime = Field(description="RFC 3339 with offset (a time without one is rejected), from 2000 "
-                                                 "up to 2100")
-    channel: int | None = Field(None, ge=1, le=3, description="1 in person (default), 2 online, 3 postal")
-    due_at: dt.datetime | None = Field(None, description="due time of the whole dossier (NgayHenTra)")
-    step: StepIn | None = None
-    attributes: AttributesIn | None = None
+def event_schemas() -> tuple[dict, dict[str, dict]]:
+    """The canonical event's JSON Schema, from its one definition (shared/events.py, msgspec): a reference
+    and the components it names. ``attributes`` lists the facts the rules read (other keys are kept)."""
+    (reference,), components = msgspec.json.schema_components(
+        [DossierEvent], ref_template="#/components/schemas/{name}")
+    known = {name: {"anyOf": [{"type": "boolean"}, {"type": "null"}]} for name in sorted(BOOLEAN_ATTRIBUTES)}
+    known |= {name: {"anyOf": [{"type": "integer"}, {"type": "null"}]} for name in sorted(INT_ATTRIBUTES)}
+    components["DossierEvent"]["properties"]["attributes"] = {
+        "type": "object", "properties": known, "additionalProperties": True,
+        "description": "facts about the dossier; the latest value (by occurred_at) wins; other keys are kept"}
+    return reference, components
 
 
 class EventResult(BaseModel):

@@ -77,7 +77,7 @@ def test_routes_that_read_raw_bodies_document_them(settings):
 
     document = create_app(settings=settings).openapi()
     schemas = document["components"]["schemas"]
-    bodies = {("/v1/events", "post"): "EventIn", ("/v1/dvcqg", "post"): "PortalEnvelope",
+    bodies = {("/v1/events", "post"): "DossierEvent", ("/v1/dvcqg", "post"): "PortalEnvelope",
               ("/v1/dvcqg/{service}", "post"): "PortalEnvelope", ("/v1/dvcqg/login", "post"): "PortalLogin",
               ("/v1/feedback", "post"): "FeedbackIn", ("/v1/catalog/procedures", "put"): "ProcedureIn",
               ("/v1/reported-totals", "put"): "ReportedTotalIn", ("/v1/units", "put"): "UnitIn",
@@ -88,8 +88,9 @@ def test_routes_that_read_raw_bodies_document_them(settings):
         assert model in schemas
     events = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]
     assert set(events) == {"application/json", "application/x-ndjson"}
-    assert schemas["EventIn"]["required"] == ["event_id", "dossier_code", "unit_code", "procedure_code", "status",
-                                              "occurred_at"]
+    assert schemas["DossierEvent"]["required"] == ["event_id", "dossier_code", "unit_code", "procedure_code",
+                                                   "status", "occurred_at"]
+    assert "paid_online" in schemas["DossierEvent"]["properties"]["attributes"]["properties"]
 
 
 UNIT_ROUTES = ["/v1/scores/{u}", "/v1/scores/{u}/procedures", "/v1/scores/{u}/fields", "/v1/scores/{u}/history",
