@@ -92,7 +92,8 @@ class TargetStatus(BaseModel):
     projected: float | None = Field(description="the period's value if nothing changes: its open dossiers turning "
                                                 "overdue by their due time")
     turning_overdue: int
-    status: Literal["met", "at_risk", "missed", "no_data"]
+    status: Literal["met", "at_risk", "missed"] = Field(
+        description="met also while there is nothing to measure yet (value null)")
 
 
 class UnitTargets(BaseModel):

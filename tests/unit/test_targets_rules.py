@@ -36,8 +36,8 @@ STATUS_CASES = [
     (VALUE_ONLY, 97.0, 97.0, False, "at_risk"),
     (MIN_98, 97.0, 97.0, True, "missed"),  # a closed period below it
     (MIN_98, 100.0, 50.0, True, "met"),  # a closed period has no projection
-    (MIN_98, None, None, False, "no_data"),  # nothing received yet
-    (MIN_98, None, None, True, "no_data"),
+    (MIN_98, None, None, False, "met"),  # nothing received yet: nothing below the target
+    (MIN_98, None, None, True, "met"),
     (MAX_0, 0.0, 0.0, False, "met"),
     (MAX_0, 2.5, 2.5, False, "at_risk"),
     (MAX_0, 2.5, 2.5, True, "missed"),
@@ -104,7 +104,6 @@ def test_counter_ratios(counts, name, expected):
 
 ANNOUNCEMENTS = [
     (None, "met", None),  # first look, fine: nothing to say
-    (None, "no_data", None),
     (None, "at_risk", "target.at_risk"),
     ("met", "at_risk", "target.at_risk"),
     ("at_risk", "at_risk", None),  # once, not on every evaluation
@@ -112,8 +111,8 @@ ANNOUNCEMENTS = [
     ("met", "missed", "target.missed"),
     ("at_risk", "met", "target.met"),  # back above
     ("missed", "met", "target.met"),  # a late event lifted a closed period
-    ("met", "no_data", None),
-    ("no_data", "at_risk", "target.at_risk"),
+    ("no_data", "at_risk", "target.at_risk"),  # a state recorded by an earlier version
+    ("no_data", "met", None),
 ]
 
 
@@ -182,7 +181,7 @@ def test_period_kinds_are_vietnam_time():
 def test_a_component_with_nothing_to_measure_has_no_value():
     empty = card_of({})
     assert metric_value("2.1", empty, {}) is None  # scored full by convention, but no dossier was received
-    assert status_of(MIN_98, metric_value("2.1", empty, {}), None, closed=False) == "no_data"
+    assert status_of(MIN_98, metric_value("2.1", empty, {}), None, closed=False) == "met"
 
 
 @pytest.mark.parametrize(("kind", "now", "expected"), [

@@ -47,7 +47,8 @@ LEVELS = {"MINISTRY": "Bộ, ngành", "PROVINCE": "Tỉnh, thành phố", "DEPAR
           "DISTRICT": "Cấp huyện", "COMMUNE": "Cấp xã"}
 CHANNELS = {1: "Trực tiếp", 2: "Trực tuyến", 3: "Bưu chính công ích"}
 TARGET_STATUS = {"met": ("Đạt", "r-top"), "at_risk": ("Có nguy cơ không đạt", "r-mid"),
-                 "missed": ("Không đạt", "r-low"), "no_data": ("Chưa có số liệu", "")}
+                 "missed": ("Không đạt", "r-low")}
+NO_TARGET_VALUE = ("Chưa có số liệu", "")  # met, with nothing to measure yet
 RATING_CLASS = {"Xuất sắc": "r-top", "Tốt": "r-good", "Khá": "r-fair", "Trung bình": "r-mid", "Yếu": "r-low"}
 
 

@@ -33,7 +33,8 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(number=present.number, count=present.count, signed=present.signed,
                              local_time=present.local_time, reason=present.reason, period_label=present.period_label)
 templates.env.globals.update(LEVELS=present.LEVELS, FLAGS=present.FLAGS, CHANNELS=present.CHANNELS,
-                             RATING_CLASS=present.RATING_CLASS, TARGET_STATUS=present.TARGET_STATUS)
+                             RATING_CLASS=present.RATING_CLASS, TARGET_STATUS=present.TARGET_STATUS,
+                             NO_TARGET_VALUE=present.NO_TARGET_VALUE)
 static = StaticFiles(directory=HERE / "static")
 router = APIRouter(include_in_schema=False)
 

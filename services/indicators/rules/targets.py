@@ -23,7 +23,7 @@ from services.indicators.rules.scoring import (
 )
 from shared.timeutil import Period, parse_period
 
-Status = Literal["met", "at_risk", "missed", "no_data"]
+Status = Literal["met", "at_risk", "missed"]
 GROUP_CODES = frozenset({"CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL", "I", "II", "III", "IV", "V"})
 # Counter ratios a target may name: the directives' counters and the open/late splits users watch.
 COUNTER_RATIOS: dict[str, str] = {
@@ -188,9 +188,10 @@ def meets(target: TargetDef, value: float) -> bool:
 
 
 def status_of(target: TargetDef, value: float | None, projected: float | None, *, closed: bool) -> Status:
-    """met / at_risk / missed (targets.md); ``no_data`` when the period has nothing to measure yet."""
+    """met / at_risk / missed (targets.md). With nothing to measure yet (``value`` None) nothing is below the
+    target: met, and the value (null) says why."""
     if value is None:
-        return "no_data"
+        return "met"
     if closed:
         return "met" if meets(target, value) else "missed"
     if not meets(target, value):
@@ -209,7 +210,7 @@ ANNOUNCED: dict[tuple[str | None, str], str] = {
     (None, "at_risk"): "target.at_risk",
     (None, "missed"): "target.missed",
     ("met", "at_risk"): "target.at_risk",
-    ("no_data", "at_risk"): "target.at_risk",
+    ("no_data", "at_risk"): "target.at_risk",  # the state earlier versions kept for "nothing to measure"
     ("met", "missed"): "target.missed",
     ("at_risk", "missed"): "target.missed",
     ("no_data", "missed"): "target.missed",
