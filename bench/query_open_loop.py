@@ -158,10 +158,12 @@ def measure(args, url: str) -> list[dict]:
     try:
         for service in services.values():
             service.start()
-        for _ in range(args.repeat):
+        for round_ in range(args.repeat):
             for name, template in TARGETS.items():
                 path = template.format(period=args.period)
-                for label, service in services.items():  # interleaved: before and after under the same load
+                # Interleaved, the order alternating by round: a saturated run leaves load behind it.
+                order = list(services.items())
+                for label, service in order if round_ % 2 == 0 else order[::-1]:
                     if args.warmup:  # first answers computed, start-up collections done
                         asyncio.run(poll(service.port, path, args.clients, args.rate, args.warmup))
                     load_before = os.getloadavg()[0]
