@@ -224,7 +224,8 @@ class Settings(BaseSettings):
     # The indicators worker recomputes the score cards marked out of date this often (a read finding
     # one out of date computes it itself).
     score_card_refresh_seconds: float = Field(1.0, gt=0)
-    # Score answers say clients and proxies may reuse them for this long (Cache-Control max-age).
+    # Score answers say clients and proxies may reuse them for this long (Cache-Control max-age); an api
+    # process reuses the cards it read no longer (services/indicators/cards.py CardCache; 0: never).
     score_max_age_seconds: int = Field(1, ge=0)
     # Every score card is also recomputed this often: what moves with the clock alone (feedback
     # turning late, the instant an open period is judged at) shows within it.

@@ -11,8 +11,10 @@ every period reading those counters (:func:`counters_moved`); a feed write the c
 names and their ancestors (:func:`feeds_moved`). The indicators worker recomputes the marked cards every
 ``score_card_refresh_seconds``, and every card every ``score_card_full_refresh_seconds`` (what moves with
 the clock alone: feedback turning late) (:func:`refresh_marked`). A card marked after it was computed is
-out of date: a read that finds one, or no card yet, computes it then, the same way; no read serves a
-score older than the last commit it could see.
+out of date: a read that finds one, or no card yet, computes it then, the same way; no read from the
+database serves a score older than the last commit it could see. An api process reuses what it read
+(:class:`CardCache`) until a write anywhere moves a card (marks and computations NOTIFY at their
+commit), and never longer than the max-age its answers carry (``score_max_age_seconds``).
 
 Each computation also writes today's ``daily_scores`` row of the cards of the current month, quarter
 and year (the last write of a day is that day's end-of-day score; a day's row is never written once
