@@ -116,7 +116,7 @@ class ScoreContext:
     catalogue: dict[tuple[str, str], CatalogueEntry] = field(default_factory=dict)
     feedback_fed: bool = False
     items: list[FeedbackItem] = field(default_factory=list)
-    complaints: dict[str, int] = field(default_factory=dict)  # per dossier unit
+    complaints: dict[tuple[str, str], int] = field(default_factory=dict)  # per dossier unit and procedure
     reported: dict[str, int] = field(default_factory=dict)
     e_copy_known: bool = False
     _catalogue_by_unit: dict | None = None
@@ -173,6 +173,12 @@ class ScoreContext:
             period_end=self.period.end, now=self.now, with_reasons=with_reasons,
         )
 
+    def complaint_dossiers(self, units, procedures=None) -> int:
+        """The 5.3 complaints about dossiers of ``units`` (and of ``procedures``, if given)."""
+        units = set(units)
+        return sum(n for (unit, procedure), n in self.complaints.items()
+                   if unit in units and (procedures is None or procedure in procedures))
+
     def inputs_for(self, code: str) -> ScoreInputs:
         members = self.tree.subtree(code)
         communes = [m for m in members if self.tree.units.get(m) and self.tree.units[m].level == "COMMUNE"]
@@ -187,7 +193,7 @@ class ScoreContext:
             catalogue=self.catalogue_for(code),
             feedback=self.feedback_for(code),
             reported_received=sum(reported) if reported else None,
-            complaint_dossiers=sum(self.complaints.get(m, 0) for m in members),
+            complaint_dossiers=self.complaint_dossiers(members),
             communes=n_communes,
             communes_e_copy=sum(1 for m in known if self.tree.units[m].e_certified_copy),
         )
@@ -257,8 +263,9 @@ async def load_context(
     return ctx
 
 
-async def _complaints(apg: asyncpg.Connection, ctx: ScoreContext, units: list[str]) -> dict[str, int]:
-    """Per unit: dossiers received in the period, on time at T, with a complaint or a not-satisfied rating."""
+async def _complaints(apg: asyncpg.Connection, ctx: ScoreContext, units: list[str]) -> dict[tuple[str, str], int]:
+    """Per unit and procedure: dossiers received in the period, on time at T, with a complaint or a
+    not-satisfied rating."""
     kinds = ctx.policy.dossier_complaint_kinds
     codes = sorted({i.dossier_code for i in ctx.items if complains_about_dossier(i, kinds)})
     # Items of other periods may still complain about this period's dossiers.
@@ -271,14 +278,14 @@ async def _complaints(apg: asyncpg.Connection, ctx: ScoreContext, units: list[st
     if not codes:
         return {}
     dossiers = await apg.fetch(
-        """SELECT unit_code FROM dossiers d
+        """SELECT unit_code, procedure_code FROM dossiers d
            WHERE d.dossier_code = ANY($1::text[]) AND d.unit_code = ANY($2::text[])
              AND d.received_month = ANY($3::text[])
              AND NOT (d.overdue_fixed IS TRUE OR (d.overdue_fixed IS NULL AND d.deadline IS NOT NULL
                       AND d.deadline < $4))""",
         codes, units, ctx.period.months(), ctx.instant,
     )
-    out: defaultdict[str, int] = defaultdict(int)
+    out: defaultdict[tuple[str, str], int] = defaultdict(int)
     for r in dossiers:
-        out[r["unit_code"]] += 1
+        out[(r["unit_code"], r["procedure_code"])] += 1
     return dict(out)

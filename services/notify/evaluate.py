@@ -93,9 +93,11 @@ def _field_value(context: ScoreContext, turning: dict[tuple[str, str], int], tar
     counts = counts_by_field(per_procedure, entries).get(target.field, {})
     turns = sum(n for (unit, procedure), n in turning.items()
                 if unit in members and field_code_of(entries.get(procedure)) == target.field)
-    value = field_metric_value(target.metric, counts, seconds_per_day=seconds_per_day)
-    projected = field_metric_value(target.metric, project_field_counts(counts, turns),
-                                   seconds_per_day=seconds_per_day) if turns else value
+    in_field = {procedure for procedure in per_procedure if field_code_of(entries.get(procedure)) == target.field}
+    complaints = context.complaint_dossiers(members, in_field)
+    value = field_metric_value(target.metric, counts, seconds_per_day=seconds_per_day, complaint_dossiers=complaints)
+    projected = field_metric_value(target.metric, project_field_counts(counts, turns), seconds_per_day=seconds_per_day,
+                                   complaint_dossiers=complaints) if turns else value
     return value, projected, turns
 
 

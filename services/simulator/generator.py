@@ -36,19 +36,20 @@ from services.simulator.profile import ProvinceProfile, UnitProfile
 from shared.calendar import WorkingCalendar
 from shared.timeutil import VIETNAM, parse_period
 
+# The fields (lĩnh vực) of the simulated catalogue: code, name.
 FIELDS_VI = (
-    "Hộ tịch",
-    "Chứng thực",
-    "Đất đai",
-    "Xây dựng",
-    "Thành lập và hoạt động của hộ kinh doanh",
-    "Bảo trợ xã hội",
-    "Người có công",
-    "Giáo dục và Đào tạo",
-    "Y tế",
-    "Giao thông vận tải",
-    "Tài nguyên và Môi trường",
-    "Lao động, Tiền lương",
+    ("HT", "Hộ tịch"),
+    ("CT", "Chứng thực"),
+    ("DD", "Đất đai"),
+    ("XD", "Xây dựng"),
+    ("HKD", "Thành lập và hoạt động của hộ kinh doanh"),
+    ("BTXH", "Bảo trợ xã hội"),
+    ("NCC", "Người có công"),
+    ("GDDT", "Giáo dục và Đào tạo"),
+    ("YT", "Y tế"),
+    ("GTVT", "Giao thông vận tải"),
+    ("TNMT", "Tài nguyên và Môi trường"),
+    ("LDTL", "Lao động, Tiền lương"),
 )
 HANDLERS_VI = ("Chuyên viên thụ lý", "Lãnh đạo phòng", "Lãnh đạo đơn vị", "Văn thư")
 LEGAL_DAYS = (1, 2, 3, 5, 7, 10, 12, 15, 20, 30)
@@ -82,6 +83,7 @@ class SimulationOptions:
 class Procedure:
     code: str
     name: str
+    field_code: str
     field_name: str
     legal_days: int
     fee_required: bool
@@ -95,6 +97,7 @@ class Procedure:
             "procedure_code": self.code,
             "unit_code": unit_code,
             "name": self.name,
+            "field_code": self.field_code,
             "field_name": self.field_name,
             "online_level": self.online_level,
             "online_services": 0 if self.online_level == "none" else 1,
@@ -134,7 +137,7 @@ def _cumulative(n: int, exponent: float = 1.0) -> tuple[float, ...]:
 
 def _procedure(rng: random.Random, code: str, index: int, *, fee: bool, fee_data: bool, individuals: bool,
                legal_scale: float = 1.0) -> Procedure:
-    field = FIELDS_VI[index % len(FIELDS_VI)]
+    field_code, field = FIELDS_VI[index % len(FIELDS_VI)]
     legal = LEGAL_DAYS[_weighted_index(rng, _cumulative_weights())]
     legal = max(1, round(legal * legal_scale))
     roll = rng.random()
@@ -142,6 +145,7 @@ def _procedure(rng: random.Random, code: str, index: int, *, fee: bool, fee_data
     return Procedure(
         code=code,
         name=f"Thủ tục {field.lower()} số {index + 1}",
+        field_code=field_code,
         field_name=field,
         legal_days=legal,
         fee_required=fee,

@@ -344,7 +344,11 @@ async def test_the_example_targets_load(app_client):
     shown = (await app_client.get("/v1/units/H44/targets", params={"period": "2026-08"},
                                   headers=auth(READER_KEY))).json()["targets"]
     assert {t["id"] for t in shown} == {"ontime-98", "ontime-98-month", "apology-100", "satisfaction-90", "online-50",
-                                        "supplement-once", "few-returns", "no-stops", "no-overdue-steps"}
+                                        "supplement-once", "few-returns", "no-stops", "no-overdue-steps",
+                                        "satisfaction-land-85", "satisfaction-construction-85",
+                                        "satisfaction-investment-85"}
+    investment = next(t for t in shown if t["id"] == "satisfaction-investment-85")
+    assert (investment["scope"]["field"], investment["value"], investment["status"]) == ("DT", None, "met")
 
 
 async def test_a_step_still_open_past_its_deadline_counts_with_no_event(app_client, fast_retries):

@@ -42,7 +42,16 @@ async def test_a_target_per_field_shows_the_per_field_tables_number(app_client):
         {"id": "land-online", "unit": "H44", "applies_to": "subtree", "metric": "3.3", "min": 50.0, "field": "DD"},
         {"id": "land-overdue", "unit": "H44", "metric": "overdue", "max": 10.0, "field": "DD"},
         {"id": "building-ontime", "unit": "H44", "metric": "2.1", "min": 90.0, "field": "XD"},
+        {"id": "land-satisfaction", "unit": "H44", "metric": "5.3", "min": 85.0, "field": "DD"},
+        {"id": "building-satisfaction", "unit": "H44", "metric": "5.3", "min": 85.0, "field": "XD"},
     ])
+    # A not-satisfied rating of land dossier D4 (on time): it costs land's 5.3, not construction's.
+    rated = [{"feedback_id": "F-D4", "unit_code": "H44.07", "dossier_code": "D4", "kind": "received",
+              "occurred_at": vn(10).isoformat(), "due_at": vn(20).isoformat()},
+             {"feedback_id": "F-D4", "unit_code": "H44.07", "dossier_code": "D4", "kind": "rated",
+              "rating": "unsatisfied", "occurred_at": vn(11).isoformat()}]
+    response = await app_client.post("/v1/feedback", json=rated, headers=auth(ADMIN_KEY))
+    assert response.status_code == 200, response.text
     fields = (await app_client.get("/v1/scores/H44/fields", params={"period": PERIOD},
                                    headers=auth(READER_KEY))).json()["items"]
     land = next(r for r in fields if r["code"] == "DD")
@@ -61,6 +70,9 @@ async def test_a_target_per_field_shows_the_per_field_tables_number(app_client):
     assert (at_h44["land-ontime"]["turning_overdue"], at_h44["land-ontime"]["projected"]) == (1, 60.0)
     assert (at_h44["building-ontime"]["turning_overdue"], at_h44["building-ontime"]["status"]) == (0, "met")
     assert (at_h44["land-ontime"]["status"], at_h44["land-overdue"]["status"]) == ("at_risk", "at_risk")
+    # 5.3 per field: on time and not complained about, of received: land 3 of 5 (D2 late, D4 rated badly).
+    assert (at_h44["land-satisfaction"]["value"], at_h44["land-satisfaction"]["status"]) == (60.0, "at_risk")
+    assert (at_h44["building-satisfaction"]["value"], at_h44["building-satisfaction"]["status"]) == (100.0, "met")
 
     # A subtree target per field: each unit's own dossiers of the field, as its own per-field table shows.
     for unit, share in (("H44.03", 100.0), ("H44.07", 66.67)):
@@ -74,7 +86,7 @@ async def test_a_target_per_field_shows_the_per_field_tables_number(app_client):
 
 async def test_a_metric_with_no_value_per_field_is_refused(app_client):
     for metric, reason in (("total", "no value per field"), ("TDGQ", "no value per field"),
-                           ("5.3", "not counted per procedure"), ("1.1", "not counted per procedure"),
+                           ("1.1", "not counted per procedure"),
                            ("late_without_apology", "not counted per procedure")):
         response = await app_client.put("/v1/targets", json=[{"id": "x", "unit": "H44", "metric": metric, "min": 1,
                                                               "field": "DD"}], headers=auth(ADMIN_KEY))

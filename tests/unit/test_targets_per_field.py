@@ -33,7 +33,7 @@ def entry(unit: str, procedure: str, field: str | None) -> CatalogueEntry:
     ("overdue", "all_received", None),
     ("total", "all_received", "no value per field"),
     ("TDGQ", "all_received", "no value per field"),
-    ("5.3", "all_received", "not counted per procedure"),  # its complaints are counted per unit only
+    ("5.3", "all_received", None),  # the complaints are about dossiers, each of a procedure
     ("1.1", "all_received", "not counted per procedure"),  # a catalogue component
     ("4.2", "all_received", "not counted per procedure"),
     ("late_without_apology", "all_received", "not counted per procedure"),
@@ -90,9 +90,16 @@ def test_the_value_of_a_metric_per_field(metric, counts, value):
     assert field_metric_value(metric, counts, seconds_per_day=DAY) == value
 
 
+@pytest.mark.parametrize(("complaints", "value"), [(0, 75.0), (1, 62.5), (6, 0.0), (9, 0.0)])
+def test_satisfaction_per_field_counts_the_fields_on_time_dossiers_without_a_complaint(complaints, value):
+    # 5.3's ratio: received on time and not complained about, of all received (the cap scores, not the ratio)
+    assert field_metric_value("5.3", FIELD_COUNTS, seconds_per_day=DAY, complaint_dossiers=complaints) == value
+    assert field_metric_value("5.3", {}, seconds_per_day=DAY, complaint_dossiers=0) is None
+
+
 def test_a_metric_with_no_value_per_field_is_not_read():
     with pytest.raises(ValueError):
-        field_metric_value("5.3", FIELD_COUNTS, seconds_per_day=DAY)
+        field_metric_value("4.2", FIELD_COUNTS, seconds_per_day=DAY)
 
 
 @pytest.mark.parametrize(("turning", "on_time", "overdue"), [(0, 6, 2), (1, 5, 3), (4, 2, 6), (9, 0, 8)])

@@ -235,6 +235,11 @@ def build_scorecard(
     )
 
 
+def satisfaction_measure(counts: Mapping[str, int], complaint_dossiers: int) -> Measure:
+    """5.3: dossiers received on time and without a complaint or a not-satisfied rating, of all received."""
+    return Measure(max(0, counts.get(c.ON_TIME, 0) - complaint_dossiers), counts.get(c.RECEIVED, 0))
+
+
 def dossier_measures(counts: Mapping[str, int], *, seconds_per_day: int) -> dict[str, Measure | None]:
     """The components computed from dossier counters alone (2.1, 2.2, 3.3)."""
     received = counts.get(c.RECEIVED, 0)
@@ -283,7 +288,7 @@ def measures_of(inputs: ScoreInputs, policy, *, seconds_per_day: int) -> dict[st
     out["4.4"] = Measure(g(c.REUSED_DIGITIZED, 0), received)
     out["4.5"] = Measure(g(c.FROM_DATA_STORE, 0), received)
     out["4.7"] = Measure(g(c.POPULATION_DATA, 0), received)
-    out["5.3"] = Measure(max(0, g(c.ON_TIME, 0) - inputs.complaint_dossiers), received)
+    out["5.3"] = satisfaction_measure(counts, inputs.complaint_dossiers)
     if cat is None:
         for cid in ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6"):
             out[cid] = None

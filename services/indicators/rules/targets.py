@@ -19,6 +19,7 @@ from services.indicators.rules.scoring import (
     DIRECTIVE_COUNTERS,
     ScoreCard,
     dossier_measures,
+    satisfaction_measure,
     score_component,
 )
 from shared.timeutil import Period, parse_period
@@ -86,7 +87,7 @@ def needs_catalogue(target: TargetDef, online_ratio_denominator: str) -> bool:
 
 # Per field (lĩnh vực) a target reads the per-procedure counters summed over the field's procedures (the
 # per-field table's numbers): the components and counter ratios made of those counters alone.
-FIELD_COMPONENTS = frozenset({"2.1", "2.2", "3.3"})
+FIELD_COMPONENTS = frozenset({"2.1", "2.2", "3.3", "5.3"})
 FIELD_COUNTERS = frozenset(name for name, whole in COUNTER_RATIOS.items()
                            if name in c.PROCEDURE_METRICS and whole in c.PROCEDURE_METRICS)
 
@@ -107,11 +108,13 @@ def field_refusal(metric: str, online_ratio_denominator: str) -> str | None:
     return None
 
 
-def field_metric_value(metric: str, counts: Mapping[str, int], *, seconds_per_day: int) -> float | None:
-    """A field's metric from its summed per-procedure counters (as the per-field table computes it).
-    None: nothing to measure."""
+def field_metric_value(metric: str, counts: Mapping[str, int], *, seconds_per_day: int,
+                       complaint_dossiers: int = 0) -> float | None:
+    """A field's metric from its summed per-procedure counters (as the per-field table computes it) and,
+    for 5.3, the complaints about its dossiers. None: nothing to measure."""
     if metric in FIELD_COMPONENTS:
-        measure = dossier_measures(counts, seconds_per_day=seconds_per_day)[metric]
+        measure = (satisfaction_measure(counts, complaint_dossiers) if metric == "5.3"
+                   else dossier_measures(counts, seconds_per_day=seconds_per_day)[metric])
         if measure is None or not measure.denominator:
             return None
         ratio = score_component(COMPONENTS_BY_ID[metric], measure).ratio
