@@ -283,8 +283,8 @@ def validate_event(raw: Any, source: str) -> DossierEvent | Rejection:
         event = msgspec.convert(raw, DossierEvent)
     except Rejected as rejected:
         return rejected.rejection
-    except msgspec.ValidationError as error:
-        return _explain(error, raw)
+    except msgspec.ValidationError:
+        return _first_fault(raw)
     step = event.step
     for name, value in (("occurred_at", event.occurred_at), ("due_at", event.due_at),
                         ("step.due_at", step and step.due_at), ("step.started_at", step and step.started_at)):
@@ -332,6 +332,29 @@ _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 _CODE_LIMITS = {"event_id": MAX_EVENT_ID, "dossier_code": MAX_CODE, "unit_code": MAX_CODE, "procedure_code": MAX_CODE}
 _TIMES = ("occurred_at", "due_at", "step.due_at", "step.started_at")
+
+
+# The order of checks: a required field missing first, then the first field at fault in this order, whatever
+# the order of the event's keys (msgspec reports the first fault in the input's order, missing fields last).
+_CONTRACT_ORDER = ("event_id", "dossier_code", "unit_code", "procedure_code", "status", "occurred_at", "channel",
+                   "due_at", "step", "attributes")
+_REQUIRED = frozenset({"event_id", "dossier_code", "unit_code", "procedure_code", "status", "occurred_at"})
+
+
+def _first_fault(raw: dict[str, Any]) -> Rejection:
+    """Why ``raw`` is not an event (it failed conversion), in the order of checks above."""
+    for name in _CONTRACT_ORDER:
+        if name in _REQUIRED and raw.get(name) in (None, ""):
+            return Rejection(Reason.MISSING_FIELD, f"{name} is required", name)
+    ordered = {name: raw[name] for name in _CONTRACT_ORDER if name in raw}
+    ordered.update((name, value) for name, value in raw.items() if name not in ordered)
+    try:
+        msgspec.convert(ordered, DossierEvent)
+    except Rejected as rejected:
+        return rejected.rejection
+    except msgspec.ValidationError as error:
+        return _explain(error, ordered)
+    raise AssertionError("_first_fault of a valid event")
 
 
 def _explain(error: msgspec.ValidationError, raw: dict[str, Any]) -> Rejection:

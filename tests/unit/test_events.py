@@ -82,3 +82,17 @@ def test_an_empty_optional_time_is_absent_and_lower_case_t_and_z_are_rfc_3339():
 def test_the_source_is_the_edge_s_not_the_body_s():
     event = validate_event({**GOOD, "source": "someone-else"}, "igate")
     assert event.source == "igate" and "source" not in event.body()
+
+
+@pytest.mark.parametrize(("faults", "expected"), [
+    ({"event_id": None, "status": 99}, ("missing_field", "event_id")),  # a missing field before a bad one
+    ({"occurred_at": None, "status": 99}, ("missing_field", "occurred_at")),
+    ({"status": 99, "channel": 7}, ("bad_status", "status")),  # then the contract's order of fields
+    ({"channel": 7, "due_at": "soon"}, ("bad_channel", "channel")),
+    ({"due_at": "soon", "step": "x"}, ("bad_timestamp", "due_at")),
+])
+def test_the_first_fault_is_the_same_whatever_the_order_of_the_keys(faults, expected):
+    broken = {k: v for k, v in {**GOOD, **faults}.items() if v is not None}
+    for keys in (list(broken), list(reversed(broken))):
+        rejection = validate_event({k: broken[k] for k in keys}, "s")
+        assert (rejection.reason, rejection.field) == expected, keys
