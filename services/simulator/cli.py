@@ -181,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
         args.units_out.write_text(units_csv(profile.units), encoding="utf-8")
     if args.catalog_out:
         catalogue = build_catalogue(profile, args.seed)
-        entries = [p.catalogue_entry(code) for code, cat in catalogue.items() for p in cat.procedures]
+        # In force from the simulated month's first day: a catalogue loaded later still scores that month.
+        valid_from = f"{args.month or profile.month}-01"
+        entries = [{**p.catalogue_entry(code), "valid_from": valid_from}
+                   for code, cat in catalogue.items() for p in cat.procedures]
         args.catalog_out.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
     if args.limit == 0:
         return 0
