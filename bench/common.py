@@ -203,6 +203,21 @@ async def table_counts(url: str, *tables: str) -> dict[str, int]:
 # --- the service --------------------------------------------------------------------------------
 
 
+async def wait_applied(url: str, timeout: float = 1800) -> None:
+    """Until the database path has applied every queued event (pending_events empty)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(*) FROM pending_events"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("events still queued")
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
 def backend_cpu(database: str) -> float:
     """CPU seconds (user + system) of the PostgreSQL backends connected to ``database`` (the service's)."""
     import psutil

@@ -31,7 +31,7 @@ import random
 import time
 
 from common import (READER_KEY, Service, base_parser, fresh_database, json_batches, mib, percentiles,
-                    post_batches, profiled, report, simulated_events)
+                    post_batches, profiled, report, simulated_events, wait_applied)
 from query_wrk import service_cpu
 
 TARGETS = {
@@ -128,25 +128,11 @@ async def poll(port: int, path: str, clients: int, rate: float, seconds: float) 
             "send_late_p99_ms": round(late.get("p99", 0.0), 2), "client_cpu_us_per_req": round(cpu / max(n, 1) * 1e6)}
 
 
-async def _wait_applied(url: str, timeout: float = 1800) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        deadline = time.monotonic() + timeout
-        while await conn.fetchval("SELECT count(*) FROM pending_events"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("events still queued")
-            await asyncio.sleep(0.5)
-    finally:
-        await conn.close()
-
-
 def fill(url: str, scale: float) -> int:
     """A simulated month posted to ``dvc766 serve`` on ``url`` and applied; returns the accepted events."""
     with Service("serve", url, env={"DVC766_SWEEP_INTERVAL_SECONDS": "3600"}) as service:
         posted = asyncio.run(post_batches(service.base_url, json_batches(simulated_events(scale)), concurrency=2))
-        asyncio.run(_wait_applied(url))
+        asyncio.run(wait_applied(url))
     return posted.get("accepted", 0)
 
 

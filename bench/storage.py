@@ -21,7 +21,8 @@ import contextlib
 import threading
 import time
 
-from common import Service, base_parser, fresh_database, json_batches, post_batches, report, simulated_events
+from common import (Service, base_parser, fresh_database, json_batches, post_batches, report, simulated_events,
+                    wait_applied)
 
 # A partition counts under its parent's name (events: one row for all its monthly partitions).
 TABLES_SQL = """
@@ -70,20 +71,6 @@ async def execute(url: str, sql: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def wait_applied(url: str, timeout: float) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        deadline = time.monotonic() + timeout
-        while await conn.fetchval("SELECT count(*) FROM pending_events"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("events still queued")
-            await asyncio.sleep(0.5)
     finally:
         await conn.close()
 
