@@ -15,7 +15,7 @@ from services.api.schemas import ComponentItems, EarlyWarning
 from services.indicators.cards import read_card
 from services.indicators.score_context import load_context
 from services.indicators.rules import counters as c
-from services.indicators.rules.scoring import COMPONENTS_BY_ID, score_component, Measure
+from services.indicators.rules.scoring import COMPONENTS_BY_ID, Measure, counted_metrics, score_component
 from shared.auth import Principal, reader
 from shared.db.raw import driver_connection
 from shared.problems import Problem
@@ -26,49 +26,57 @@ from shared.timeutil import Period, utcnow
 router = APIRouter(tags=["scores"])
 
 
-def _attr(name: str) -> str:
-    return f"coalesce((d.attributes->>'{name}')::boolean, false)"
-
-
-# Dossier components: (condition for "costs points", reason).
-DOSSIER_COMPLEMENT = {
-    "1.4": (f"NOT {_attr('synced_to_portal')}", "not_synced"),
-    "2.1": (f"({OVERDUE_AT_T})", None),
-    "3.3": ("d.channel IS DISTINCT FROM 2", "not_online"),
-    "3.6": (f"{_attr('fee_required')} AND NOT {_attr('paid_online')}", "not_paid_online"),
-    "4.1": (f"NOT {_attr('e_result')}", "no_e_result"),
-    "4.2": (f"(NOT {_attr('digitized')} OR ({_attr('result_required')} AND NOT {_attr('e_result')}))",
-            "not_digitized"),
-    "4.4": (f"NOT {_attr('reused_digitized')}", "no_reused_data"),
-    "4.5": (f"NOT {_attr('from_data_store')}", "no_data_store_component"),
-    "4.7": (f"NOT {_attr('population_data')}", "no_population_data"),
-    "5.3": (f"(({OVERDUE_AT_T}) OR d.dossier_code IN (SELECT f.dossier_code FROM feedback_events f "
-            "WHERE f.dossier_code IS NOT NULL AND (f.kind = ANY($6::text[]) OR f.rating = 'unsatisfied')))", None),
-}
-# Which dossiers a component counts in the period: their received month ($2), except 3.6, which counts
-# in the month of the processing start (the contribution's "s" with its "sc" counts) and falls back to
-# the received month only where the contribution says so (its own counts hold the payment metrics).
+# The dossiers a component counts in the period: those received in it ($2), and for 3.6 (counted in the
+# month its processing started, where that differs: the contribution's "s" and "sc") those started in it.
 RECEIVED_IN_PERIOD = "d.received_month = ANY($2::text[])"
-PERIOD_CONDITION = {
-    "3.6": (f"(((d.contribution->'c')::jsonb ? '{c.FEE_DOSSIERS}' AND d.received_month = ANY($2::text[])) OR "
-            f"((d.contribution->'sc')::jsonb ? '{c.FEE_DOSSIERS}' AND d.contribution->>'s' = ANY($2::text[])))"),
+COUNTS = "(d.contribution->'c')::jsonb"
+START_COUNTS = "(d.contribution->'sc')::jsonb"
+
+
+def _counted_complement(numerator: str, denominator: str, counts: str = COUNTS) -> str:
+    """A dossier the rules counted in the denominator's metric and not in the numerator's."""
+    return f"({counts} ? '{denominator}' AND NOT {counts} ? '{numerator}')"
+
+
+def counted_condition(cid: str, metrics: tuple[str, str]) -> str:
+    """The dossiers that cost points in a component of counted metrics (rules/scoring.py: COUNTED)."""
+    if cid == "3.6":
+        return (f"(({_counted_complement(*metrics)} AND {RECEIVED_IN_PERIOD}) OR "
+                f"({_counted_complement(*metrics, START_COUNTS)} AND d.contribution->>'s' = ANY($2::text[])))")
+    return f"({_counted_complement(*metrics)} AND {RECEIVED_IN_PERIOD})"
+
+
+# Why a dossier costs points in a component of counted metrics.
+COUNTED_REASONS = {"1.4": "not_synced", "3.3": "not_online", "3.6": "not_paid_online", "4.1": "no_e_result",
+                   "4.2": "not_digitized", "4.4": "no_reused_data", "4.5": "no_data_store_component",
+                   "4.7": "no_population_data"}
+# The components that depend on the clock (on time at T) or on feedback: (condition, reason).
+TIMED_COMPLEMENT = {
+    "2.1": (f"({OVERDUE_AT_T}) AND {RECEIVED_IN_PERIOD}", None),
+    "5.3": (f"(({OVERDUE_AT_T}) OR d.dossier_code IN (SELECT f.dossier_code FROM feedback_events f "
+            "WHERE f.dossier_code IS NOT NULL AND (f.kind = ANY($6::text[]) OR f.rating = 'unsatisfied'))) "
+            f"AND {RECEIVED_IN_PERIOD}", None),
 }
+DOSSIER_COMPONENTS = frozenset(COUNTED_REASONS) | frozenset(TIMED_COMPLEMENT)
 PROCEDURE_COMPONENTS = ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6")
 FEEDBACK_REASONS = {"5.1": {"handled_late", "open_past_due"}, "5.2": None}
 
 
 async def dossier_complement(apg: asyncpg.Connection, cid: str, units, period: Period, *, now: dt.datetime,
-                             kinds: list[str], after: str, limit: int) -> list[dict]:
-    condition, reason = DOSSIER_COMPLEMENT[cid]
+                             policy, after: str, limit: int) -> list[dict]:
+    counted = counted_metrics(policy)
+    if cid in TIMED_COMPLEMENT:
+        condition, reason = TIMED_COMPLEMENT[cid]
+    else:
+        condition, reason = counted_condition(cid, counted[cid]), COUNTED_REASONS[cid]
     rows = await apg.fetch(
         f"""SELECT d.dossier_code, d.unit_code, d.procedure_code, d.status, d.channel, d.received_at, d.due_at,
                    d.ended_at, d.overdue_reason, ({OVERDUE_AT_T}) AS overdue, d.attributes, d.no_deadline
             FROM dossiers d
-            WHERE d.unit_code = ANY($1::text[]) AND {PERIOD_CONDITION.get(cid, RECEIVED_IN_PERIOD)} AND ({condition})
-              AND d.dossier_code > $4
+            WHERE d.unit_code = ANY($1::text[]) AND ({condition}) AND d.dossier_code > $4
             ORDER BY d.dossier_code LIMIT $5""",
         list(units), period.months(), min(now, period.end), after, limit,
-        *([kinds] if "$6" in condition else []),
+        *([policy.dossier_complaint_kinds] if "$6" in condition else []),
     )
     out = []
     for r in rows:
@@ -115,10 +123,9 @@ async def component_items(
     subtree = runtime.units.subtree(unit.code)
     async with runtime.engine.connect() as conn:
         apg = await driver_connection(conn)
-        if component_id in DOSSIER_COMPLEMENT:
+        if component_id in DOSSIER_COMPONENTS:
             items = await dossier_complement(apg, component_id, subtree, chosen, now=now,
-                                             kinds=runtime.settings.policy.dossier_complaint_kinds,
-                                             after=after, limit=limit)
+                                             policy=runtime.settings.policy, after=after, limit=limit)
         else:
             context = await load_context(apg, runtime.units, unit.code, chosen, now=now,
                                          policy=runtime.settings.policy, calendar=runtime.calendar)

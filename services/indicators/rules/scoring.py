@@ -235,6 +235,34 @@ def build_scorecard(
     )
 
 
+# Components whose numerator and denominator are two of the metrics a dossier is counted in
+# (rules/counters.py: contribution_of): (numerator, denominator). The score sums them over dossiers; a
+# dossier costs points in one when it is counted in the denominator and not in the numerator (the
+# drill-down's condition, services/api/drilldown.py).
+COUNTED = {
+    "1.4": (c.SYNCED, c.RECEIVED),  # the score's denominator is also at least the reported total
+    "3.3": (c.RECEIVED_BY_CHANNEL[2], c.RECEIVED),
+    "3.6": (c.PAID_ONLINE_DOSSIERS, c.FEE_DOSSIERS),
+    "4.2": (c.DIGITIZED, c.RECEIVED),
+    "4.4": (c.REUSED_DIGITIZED, c.RECEIVED),
+    "4.5": (c.FROM_DATA_STORE, c.RECEIVED),
+    "4.7": (c.POPULATION_DATA, c.RECEIVED),
+}
+
+
+def counted_metrics(policy) -> dict[str, tuple[str, str]]:
+    """:data:`COUNTED` with 4.1, whose denominator is a policy: every received dossier, or those whose
+    procedure requires a result."""
+    e_result = ((c.E_RESULT_WHERE_REQUIRED, c.RESULT_REQUIRED) if policy.e_result_denominator == "result_required"
+                else (c.E_RESULT, c.RECEIVED))
+    return {**COUNTED, "4.1": e_result}
+
+
+def _counted(counts: Mapping[str, int], metrics: tuple[str, str]) -> Measure:
+    numerator, denominator = metrics
+    return Measure(counts.get(numerator, 0), counts.get(denominator, 0))
+
+
 def satisfaction_measure(counts: Mapping[str, int], complaint_dossiers: int) -> Measure:
     """5.3: dossiers received on time and without a complaint or a not-satisfied rating, of all received."""
     return Measure(max(0, counts.get(c.ON_TIME, 0) - complaint_dossiers), counts.get(c.RECEIVED, 0))
@@ -247,7 +275,7 @@ def dossier_measures(counts: Mapping[str, int], *, seconds_per_day: int) -> dict
     return {
         "2.1": Measure(counts.get(c.ON_TIME, 0), received),
         "2.2": Measure(Fraction(counts.get(c.PROCESSING_WORKING_SECONDS, 0), seconds_per_day), completed),
-        "3.3": Measure(counts.get("received_online", 0), received),
+        "3.3": _counted(counts, COUNTED["3.3"]),
     }
 
 
@@ -271,23 +299,17 @@ class ScoreInputs:
 def measures_of(inputs: ScoreInputs, policy, *, seconds_per_day: int) -> dict[str, Measure | None]:
     """Every component's exact numerator and denominator (policy: shared.settings.PolicySettings)."""
     counts = inputs.counts
-    g = counts.get
-    received = g(c.RECEIVED, 0)
     out: dict[str, Measure | None] = dict(dossier_measures(counts, seconds_per_day=seconds_per_day))
     cat = inputs.catalogue
     if policy.online_ratio_denominator == "online_procedures":
         out["3.3"] = (
             Measure(cat.online_in_online_procedures, cat.received_in_online_procedures) if cat is not None else None
         )
-    out["1.4"] = Measure(g(c.SYNCED, 0), max(received, inputs.reported_received or 0))
-    out["3.6"] = Measure(g(c.PAID_ONLINE_DOSSIERS, 0), g(c.FEE_DOSSIERS, 0))
-    e_result_den = g(c.RESULT_REQUIRED, 0) if policy.e_result_denominator == "result_required" else received
-    out["4.1"] = Measure(g(c.E_RESULT_WHERE_REQUIRED if policy.e_result_denominator == "result_required"
-                           else c.E_RESULT, 0), e_result_den)
-    out["4.2"] = Measure(g(c.DIGITIZED, 0), received)
-    out["4.4"] = Measure(g(c.REUSED_DIGITIZED, 0), received)
-    out["4.5"] = Measure(g(c.FROM_DATA_STORE, 0), received)
-    out["4.7"] = Measure(g(c.POPULATION_DATA, 0), received)
+    for cid, metrics in counted_metrics(policy).items():
+        if cid != "3.3":  # dossier_measures' (or the catalogue's, by policy)
+            out[cid] = _counted(counts, metrics)
+    synced = out["1.4"]
+    out["1.4"] = Measure(synced.numerator, max(synced.denominator, inputs.reported_received or 0))
     out["5.3"] = satisfaction_measure(counts, inputs.complaint_dossiers)
     if cat is None:
         for cid in ("1.1", "1.2", "1.3", "3.1", "3.2", "3.4", "3.5", "4.6"):
