@@ -238,3 +238,36 @@ async def test_each_drill_down_lists_exactly_what_costs_its_component_points(app
 
     # The generated province costs every component with a drill-down some points: each was really compared.
     assert [cid for cid, n in checked.items() if n == 0] == list(NO_DRILL_DOWN), checked
+
+
+async def test_the_4_1_drill_down_follows_its_denominator_policy(app_client):
+    """4.1 counts every received dossier, or by policy only those whose procedure requires a result; the
+    drill-down lists what the score counts either way (rules/scoring.py: counted_metrics)."""
+    import dataclasses
+
+    import httpx
+
+    from services.app import create_app
+
+    runtime = app_client.app.state.runtime
+    at = vn(2026, 8, 3)
+    events = [event("R-E", 2, at, attributes={"result_required": True, "e_result": True}),
+              event("R-NO-E", 2, at, attributes={"result_required": True}),
+              event("FREE", 2, at, attributes={})]
+    r = await app_client.post("/v1/events", json=events, headers=auth(ADMIN_KEY))
+    assert r.json()["accepted"] == 3, r.text
+    await drain(runtime)
+
+    async def listed_and_scored(client) -> tuple[set[str], tuple[int, int]]:
+        listed = {i["dossier_code"] for i in await items_of(client, "H44.03", "4.1", "2026-08")}
+        card = (await client.get("/v1/scores/H44.03", params={"period": "2026-08"}, headers=auth(READER_KEY))).json()
+        [scored] = [c for g in card["groups"] for c in g["components"] if c["id"] == "4.1"]
+        return listed, (scored["numerator"], scored["denominator"])
+
+    assert await listed_and_scored(app_client) == ({"R-NO-E", "FREE"}, (1, 3))
+    policy = runtime.settings.policy.model_copy(update={"e_result_denominator": "result_required"})
+    settings = runtime.settings.model_copy(update={"policy": policy})
+    app = create_app(("api",), runtime=dataclasses.replace(runtime, settings=settings, card_cache=None))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            assert await listed_and_scored(client) == ({"R-NO-E"}, (1, 2))
