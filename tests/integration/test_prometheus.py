@@ -219,7 +219,8 @@ def test_prometheus_scrapes_the_service_and_evaluates_every_rule_and_dashboard_q
 
     for dashboard, title, expr in _dashboard_queries():
         _query(prometheus, expr)  # evaluates without error
-    # The queries that must have data with this service running (Kafka-only panels have none here).
+    # The queries that must have data with this service running (Kafka-only panels have none here); a rate
+    # has data once two scrapes have seen its counter, which can take another scrape interval.
     for expr in ('sum by (source) (rate(dvc766_events_accepted_total{job="dvc766"}[1m]))',
                  'sum by (source, reason) (rate(dvc766_events_rejected_total{job="dvc766"}[1m]))',
                  'time() - max(dvc766_last_applied_timestamp_seconds{job="dvc766"} > 0)',
@@ -227,7 +228,7 @@ def test_prometheus_scrapes_the_service_and_evaluates_every_rule_and_dashboard_q
                  'max(dvc766_dossiers_open{job="dvc766"})', 'sum(dvc766_appliers{job="dvc766"})',
                  'sum by (instance) (dvc766_db_pool_connections_max{job="dvc766"})',
                  'count by (version) (dvc766_build_info{job="dvc766"})'):
-        assert _query(prometheus, expr)["result"], expr
+        _until(lambda: _query(prometheus, expr)["result"], 30, expr)
     sources = {r["metric"]["source"] for r in _query(prometheus, "dvc766_events_accepted_total")["result"]}
     assert sources == {"admin:admin"}
     # Both api worker processes report their own process figures.

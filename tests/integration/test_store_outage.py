@@ -164,6 +164,7 @@ async def test_readyz_answers_within_its_bound_with_the_broker_frozen(clean_db, 
             assert (await client.get("/readyz")).status_code == 200
             os.kill(broker.process.pid, signal.SIGSTOP)  # the broker freezes: connections open, no answers
             try:
+                _until_stopped(broker.process.pid)
                 started = time.monotonic()
                 frozen = await client.get("/readyz")
                 took = time.monotonic() - started
@@ -176,3 +177,16 @@ async def test_readyz_answers_within_its_bound_with_the_broker_frozen(clean_db, 
             while (await client.get("/readyz")).status_code != 200:
                 assert time.monotonic() < deadline, "not ready again after the broker thawed"
                 await asyncio.sleep(0.2)
+
+
+def _until_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Until every thread of ``pid`` is stopped (a signal is delivered when a thread next runs)."""
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in Path(f"/proc/{pid}/task").iterdir()]
+        if all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} not stopped: {states}"
+        time.sleep(0.01)
